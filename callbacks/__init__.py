@@ -1,0 +1,1 @@
+"""Validation metric callbacks; scoring functions importable on their own."""

@@ -1,0 +1,1 @@
+"""Sources -> records -> WebDataset shards, and the streaming DataModules that read them."""

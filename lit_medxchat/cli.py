@@ -1,0 +1,50 @@
+"""The `lit-medxchat` command: a thin dispatcher to each sub-command's own `main(argv)`.
+
+Sub-commands are imported lazily so that `lit-medxchat data synth` does not pay for importing
+transformers and diffusers, and a missing optional dependency only breaks the command needing it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command words -> "module:function"; each function takes the remaining argv and returns an exit code.
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("data", "synth"): ("lit_medxchat.synth.cli:main", "render the built-in CXR dataset in the MIMIC-CXR-JPG layout"),
+    ("data", "prepare"): ("datamodules.prepare_cli:main", "convert MIMIC-CXR-JPG or IU X-ray to WebDataset shards"),
+    ("fit",): ("lit_medxchat.train_cli:main", "train a model from a config (LightningCLI)"),
+    ("validate",): ("lit_medxchat.train_cli:main", "validate a model from a config (LightningCLI)"),
+    ("test",): ("lit_medxchat.train_cli:main", "test a model from a config (LightningCLI)"),
+    ("predict",): ("lit_medxchat.train_cli:main", "predict with a model from a config (LightningCLI)"),
+    ("chat",): ("lit_medxchat.chat:main", "chat with a trained run: reports, VQA, text-to-CXR"),
+    ("export",): ("lit_medxchat.export:main", "export checkpoints to peft / transformers / diffusers formats"),
+    ("demo",): ("lit_medxchat.demo.run:main", "the whole MedXChat loop on the built-in dataset"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: lit-medxchat <command> [options]", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<16} {help_text}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    for words, (target, _) in sorted(COMMANDS.items(), key=lambda item: -len(item[0])):
+        if tuple(argv[: len(words)]) == words:
+            module_name, function_name = target.split(":")
+            function = getattr(importlib.import_module(module_name), function_name)
+            # LightningCLI sub-commands keep their verb (fit/validate/...) in argv.
+            rest = argv if module_name.endswith("train_cli") else argv[len(words) :]
+            return int(function(rest) or 0)
+    print(f"lit-medxchat: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shipped LightningCLI configs: tiny (tests), demo (CPU), paper (GPU nodes)."""

@@ -1,0 +1,1 @@
+"""Plain nn.Module building blocks and the LightningModules built on them."""
