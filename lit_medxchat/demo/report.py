@@ -1,0 +1,137 @@
+"""The run report: `report.md` and a self-contained `report.html` (images inlined, opens offline).
+
+The evidence table is the point: every figure stands beside its baseline, with the rule it must
+satisfy, so a reader sees at once whether each model learned from the images.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One row: `value` must beat `baseline` (higher is better unless `lower_is_better`)."""
+
+    model: str
+    metric: str
+    value: float
+    baseline: float
+    baseline_name: str
+    goal: str = ""
+    lower_is_better: bool = False
+
+    @property
+    def beats_baseline(self) -> bool:
+        if math.isnan(self.value) or math.isnan(self.baseline):
+            return False
+        return self.value < self.baseline if self.lower_is_better else self.value > self.baseline
+
+
+@dataclass(frozen=True)
+class Figure:
+    title: str
+    path: Path
+    caption: str = ""
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "undefined"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def evidence_markdown(rows: list[Evidence]) -> str:
+    lines = [
+        "| model | metric | ours | baseline | baseline is | goal | beats baseline |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for row in rows:
+        verdict = "yes" if row.beats_baseline else "**no**"
+        lines.append(
+            f"| {row.model} | {row.metric} | {_fmt(row.value)} | {_fmt(row.baseline)} | {row.baseline_name} | "
+            f"{row.goal} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def evidence_text(rows: list[Evidence]) -> str:
+    """A plain-text table for the terminal."""
+    header = ("model", "metric", "ours", "baseline", "baseline is", "beats")
+    body = [
+        (r.model, r.metric, _fmt(r.value), _fmt(r.baseline), r.baseline_name, "yes" if r.beats_baseline else "NO")
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *body]]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    title: str,
+    summary: list[str],
+    evidence: list[Evidence],
+    figures: list[Figure],
+    transcript: list[dict],
+    timings: dict[str, float],
+) -> tuple[Path, Path]:
+    """Write `report.md` (figures linked) and `report.html` (figures inlined as base64 PNG)."""
+    md = [f"# {title}", "", *summary, "", "## Evidence (held-out test split)", "", evidence_markdown(evidence), ""]
+    md += ["## Figures", ""]
+    for figure in figures:
+        md += [f"### {figure.title}", "", f"![{figure.title}]({figure.path.relative_to(out_dir)})", "", figure.caption, ""]
+    md += ["## Chat examples", ""]
+    for turn in transcript:
+        md.append(f"**{turn['role']}:** {turn['content']}")
+        if turn.get("image"):
+            md.append(f"\n![generated]({turn['image']})")
+        if turn.get("reference"):
+            md.append(f"\n*ground truth:* {turn['reference']}")
+        md.append("")
+    md += ["## Stage timings", "", "| stage | seconds |", "|---|---:|"]
+    md += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+
+    def inline(path: Path) -> str:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+    rows = "".join(
+        f"<tr class='{'ok' if r.beats_baseline else 'bad'}'><td>{html.escape(r.model)}</td><td>{html.escape(r.metric)}</td>"
+        f"<td>{_fmt(r.value)}</td><td>{_fmt(r.baseline)}</td><td>{html.escape(r.baseline_name)}</td>"
+        f"<td>{html.escape(r.goal)}</td><td>{'yes' if r.beats_baseline else 'no'}</td></tr>"
+        for r in evidence
+    )
+    figs = "".join(
+        f"<h3>{html.escape(f.title)}</h3><img src='{inline(f.path)}' alt='{html.escape(f.title)}'>"
+        f"<p>{html.escape(f.caption)}</p>"
+        for f in figures
+        if f.path.exists()
+    )
+    chat = ""
+    for turn in transcript:
+        chat += f"<p><b>{html.escape(turn['role'])}:</b> {html.escape(turn['content'])}</p>"
+        if turn.get("image") and (out_dir / turn["image"]).exists():
+            chat += f"<img class='cxr' src='{inline(out_dir / turn['image'])}' alt='generated CXR'>"
+        if turn.get("reference"):
+            chat += f"<p class='ref'><i>ground truth:</i> {html.escape(turn['reference'])}</p>"
+    timing_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>" for k, v in timings.items())
+    page = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>
+body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} tr.ok td:last-child{{color:#070}} tr.bad td:last-child{{color:#b00;font-weight:bold}}
+img{{max-width:100%}} img.cxr{{width:256px}} .ref{{color:#555}}</style></head><body>
+<h1>{html.escape(title)}</h1>{''.join(f'<p>{html.escape(s)}</p>' for s in summary)}
+<h2>Evidence (held-out test split)</h2><table><tr><th>model</th><th>metric</th><th>ours</th><th>baseline</th>
+<th>baseline is</th><th>goal</th><th>beats baseline</th></tr>{rows}</table>
+<h2>Figures</h2>{figs}<h2>Chat examples</h2>{chat}
+<h2>Stage timings</h2><table><tr><th>stage</th><th>seconds</th></tr>{timing_rows}</table></body></html>"""
+    html_path = out_dir / "report.html"
+    html_path.write_text(page)
+    return md_path, html_path

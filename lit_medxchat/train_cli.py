@@ -1,0 +1,74 @@
+"""`lit-medxchat fit|validate|test|predict --config CFG`: LightningCLI, the model chosen by the config.
+
+A config names its model and DataModule by `class_path` (any LightningModule / LightningDataModule,
+ours or the user's), so one command trains all three MedXChat models. `--config` also takes the name
+of a shipped config (`tiny/view_classifier`, `demo/chat`, `paper/diffusion`, ...), resolved inside the
+installed package, so configs work from any folder after `pip install`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_config_names() -> list[str]:
+    """Names like `tiny/chat` for every YAML shipped in the package."""
+    return sorted(str(p.relative_to(SHIPPED_CONFIGS).with_suffix("")) for p in SHIPPED_CONFIGS.glob("*/*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """Map a shipped config name to its file; leave real paths (and everything else) untouched."""
+    if Path(value).exists():
+        return value
+    candidate = SHIPPED_CONFIGS / (value if value.endswith(".yaml") else f"{value}.yaml")
+    if candidate.exists():
+        return str(candidate)
+    raise SystemExit(
+        f"lit-medxchat: config {value!r} is neither a file nor a shipped config; shipped: {', '.join(shipped_config_names())}"
+    )
+
+
+def _resolve_config_args(argv: list[str]) -> list[str]:
+    resolved = list(argv)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = resolve_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + resolve_config(arg.split("=", 1)[1])
+    return resolved
+
+
+def _resolve_last_checkpoint(argv: list[str]) -> list[str]:
+    """`--ckpt_path last` -> the newest *complete* checkpoint of the run (never a half-written one)."""
+    if "--ckpt_path" not in argv and not any(a.startswith("--ckpt_path=") for a in argv):
+        return argv
+    from lit_medxchat.checkpointing import resolve_ckpt_path_args
+
+    return resolve_ckpt_path_args(argv)
+
+
+def build_cli(argv: list[str], run: bool = True):
+    """Construct the LightningCLI (exposed for tests that parse every shipped config)."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    return LightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _resolve_last_checkpoint(_resolve_config_args(argv))
+    build_cli(argv)
+    return 0
