@@ -1,0 +1,1 @@
+"""Scoring functions, free of Lightning: NLG (pycocoevalcap definitions), clinical efficacy, VQA, FID."""
