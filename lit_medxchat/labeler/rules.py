@@ -1,0 +1,309 @@
+"""Report text -> the 14 CheXpert labels (1.0 mention, 0.0 negated, -1.0 uncertain, None absent).
+
+Pipeline per report: lower-case and split into sentences; split sentences into clauses at
+";", ":" and clause openers (", there", " and the"); find mentions (lexicon phrases, and anatomy
+with a qualifier such as "heart size is normal"); give each mention the state of the nearest
+trigger before it (negation, uncertainty, pseudo-negation or a presence statement that ends a
+negation's scope) and after it; aggregate per label over the report (positive beats uncertain
+beats negated, as CheXpert does); then apply the "No Finding" rule. The rules are documented in
+docs/labeler.md; the vocabulary lives in `lexicon.py`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.labeler import lexicon
+from lit_medxchat.labeler.matcher import contained_phrases, phrase_regex
+
+POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
+# CheXpert aggregation over a report: a positive mention anywhere wins, then uncertain, then negated.
+_PRIORITY = {POSITIVE: 2, UNCERTAIN: 1, NEGATIVE: 0}
+# Labels whose positive/uncertain mention rules out "No Finding" (Support Devices does not).
+PATHOLOGY_LABELS: tuple[str, ...] = tuple(x for x in CHEXPERT_LABELS if x not in ("No Finding", "Support Devices"))
+# Scope of a trigger: at most this many words between it and the mention, not counting the words
+# of other mentions, so "no consolidation, effusion, pneumothorax or pulmonary edema" negates all.
+SCOPE_WORDS = 6
+QUALIFIER_WORDS = 6
+
+_ABBREVIATIONS = re.compile(r"\b(vs|e\.g|i\.e|dr|approx|no(?=\.\s*\d)|st|mr|mrs)\.", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*\n\s*")
+_CLAUSE_BREAK = re.compile(
+    r"[;:]|,\s*(?:and\s+)?(?=(?:there|the|this|these|it)\b)|\s(?:and|with)\s+(?=(?:there|the)\b)"
+)
+_WORD = re.compile(r"[\w/'-]+")
+_DISJUNCTION = re.compile(r"^\s*,?\s*or\s+(?:\w+\s+){0,2}$")
+
+# Trigger kinds.
+_NEG, _UNC, _STRONG, _PSEUDO, _BREAK = "neg", "unc", "strong", "pseudo", "break"
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One finding mention: `label` is a CheXpert label or `lexicon.NO_FINDING_EXCLUSION`.
+
+    `start`/`end` are character offsets in `sentence` (the lower-cased, whitespace-normalised
+    sentence number `sentence_index` of the report); `state` is 1.0, 0.0 or -1.0.
+    """
+
+    label: str
+    state: float
+    phrase: str
+    sentence_index: int
+    sentence: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Trigger:
+    start: int
+    end: int
+    kind: str
+    pre: bool  # applies to mentions after it
+    post: bool  # applies to mentions before it
+
+
+class _Vocabulary:
+    """The compiled lexicon: phrase -> labels, phrase -> trigger kind, qualifier polarity."""
+
+    def __init__(self) -> None:
+        labels_of: dict[str, set[str]] = {}
+        for label, phrases in lexicon.MENTIONS.items():
+            for phrase in phrases:
+                labels_of.setdefault(phrase, set()).add(label)
+        for phrase in lexicon.NO_FINDING_EXCLUSIONS:
+            labels_of.setdefault(phrase, set()).add(lexicon.NO_FINDING_EXCLUSION)
+        direct = dict(labels_of)
+        # A longer phrase counts for every shorter mention phrase inside it ("nodular opacity").
+        self.labels: dict[str, frozenset[str]] = {
+            phrase: frozenset().union(*(direct[p] for p in contained_phrases(phrase, direct))) for phrase in direct
+        }
+        self.anatomy: dict[str, str] = {}
+        for label, phrases in lexicon.ANATOMY.items():
+            for phrase in phrases:
+                if phrase in self.labels:
+                    raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and anatomy; keep one")
+                self.anatomy[phrase] = label
+        for phrase in lexicon.NON_MENTIONS:
+            if phrase in self.labels or phrase in self.anatomy:
+                raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and a non-mention; keep one")
+            self.labels[phrase] = frozenset()
+        self.mention_re = phrase_regex([*self.labels, *self.anatomy])
+
+        self.triggers: dict[str, tuple[str, bool, bool]] = {}
+        groups = (
+            (lexicon.PRE_NEGATION, _NEG, True, False),
+            (lexicon.POST_NEGATION, _NEG, False, True),
+            (lexicon.BOTH_NEGATION, _NEG, True, True),
+            (lexicon.STRONG_UNCERTAINTY, _STRONG, True, True),
+            (lexicon.PRE_UNCERTAINTY, _UNC, True, False),
+            (lexicon.POST_UNCERTAINTY, _UNC, False, True),
+            (lexicon.BOTH_UNCERTAINTY, _UNC, True, True),
+            (lexicon.PSEUDO_NEGATION, _PSEUDO, True, False),
+            (lexicon.PRESENCE, _BREAK, False, False),
+        )
+        for phrases, kind, pre, post in groups:
+            for phrase in phrases:
+                if phrase in self.triggers:
+                    raise ValueError(f"labeler lexicon: trigger {phrase!r} listed twice; keep it in one list")
+                self.triggers[phrase] = (kind, pre, post)
+        self.trigger_re = phrase_regex(self.triggers)
+
+        self.qualifiers: dict[str, tuple[float, bool]] = {}
+        for phrases, state, weak in (
+            (lexicon.QUALIFIERS_POSITIVE, POSITIVE, False),
+            (lexicon.QUALIFIERS_NEGATIVE, NEGATIVE, False),
+            (lexicon.QUALIFIERS_UNCERTAIN, UNCERTAIN, False),
+            (lexicon.QUALIFIERS_WEAK_UNCERTAIN, UNCERTAIN, True),
+        ):
+            for phrase in phrases:
+                if phrase in self.qualifiers:
+                    raise ValueError(f"labeler lexicon: qualifier {phrase!r} listed twice; keep it in one list")
+                self.qualifiers[phrase] = (state, weak)
+        self.qualifier_re = phrase_regex(self.qualifiers)
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> _Vocabulary:
+    """Compiled once per process, on first use (no import-time work)."""
+    return _Vocabulary()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Lower-cased sentences with whitespace collapsed; empty pieces are dropped.
+
+    Sentence ends are ".", "!" or "?" followed by whitespace, or a blank line; abbreviations
+    such as "vs." and "e.g." lose their period first so they do not end a sentence. Decimals
+    ("1.5 cm") never end one (no whitespace after the period).
+    """
+    text = _ABBREVIATIONS.sub(lambda m: m.group(1).replace(".", ""), text.lower())
+    sentences = []
+    for piece in _SENTENCE_END.split(text):
+        piece = " ".join(piece.split())
+        if piece and _WORD.search(piece):
+            sentences.append(piece)
+    return sentences
+
+
+def _words_between(sentence: str, start: int, end: int, mention_spans: list[tuple[int, int]]) -> int:
+    """Words in sentence[start:end] that are not inside another mention (list items do not count)."""
+    if end <= start:
+        return 0
+    count = len(_WORD.findall(sentence, start, end))
+    for m_start, m_end in mention_spans:
+        if m_start >= start and m_end <= end:
+            count -= len(_WORD.findall(sentence, m_start, m_end))
+    return count
+
+
+def _trigger_state(
+    sentence: str, start: int, end: int, triggers: list[_Trigger], spans: list[tuple[int, int]], clause: tuple[int, int]
+) -> float:
+    """State of a mention at sentence[start:end] from the nearest trigger on each side in its clause."""
+    kinds = set()
+    starts = [t.start for t in triggers]
+    i = bisect.bisect_left(starts, start) - 1
+    while i >= 0 and triggers[i].end > start:  # a trigger overlapping the mention is no trigger for it
+        i -= 1
+    if i >= 0:
+        before = triggers[i]
+        if before.start >= clause[0] and (before.pre or before.kind == _PSEUDO):
+            if _words_between(sentence, before.end, start, spans) <= SCOPE_WORDS:
+                kinds.add(before.kind)
+    j = bisect.bisect_left(starts, end)
+    if j < len(triggers):
+        after = triggers[j]
+        if after.end <= clause[1] and after.post:
+            if _words_between(sentence, end, after.start, spans) <= SCOPE_WORDS:
+                kinds.add(after.kind)
+    if _STRONG in kinds:
+        return UNCERTAIN
+    if _NEG in kinds:
+        return NEGATIVE
+    if _UNC in kinds:
+        return UNCERTAIN
+    return POSITIVE
+
+
+def _qualifier_state(
+    sentence: str, start: int, end: int, qualifiers: list[tuple[int, int, float, bool]], clause: tuple[int, int]
+) -> float | None:
+    """Polarity of the nearest qualifier of an anatomy phrase in its clause, strong before weak."""
+    best: tuple[bool, int, float] | None = None
+    for q_start, q_end, state, weak in qualifiers:
+        if q_start < clause[0] or q_end > clause[1] or (q_start < end and q_end > start):
+            continue
+        gap_start, gap_end = (end, q_start) if q_start >= end else (q_end, start)
+        distance = len(_WORD.findall(sentence, gap_start, gap_end))
+        if distance > QUALIFIER_WORDS:
+            continue
+        key = (weak, distance, state)
+        if best is None or key[:2] < best[:2]:
+            best = key
+    return None if best is None else best[2]
+
+
+def _clauses(sentence: str) -> list[tuple[int, int]]:
+    bounds = [0]
+    for match in _CLAUSE_BREAK.finditer(sentence):
+        bounds.extend((match.start(), match.end()))
+    bounds.append(len(sentence))
+    return [(bounds[k], bounds[k + 1]) for k in range(0, len(bounds), 2)]
+
+
+def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Mention]:
+    found = [(m.start(), m.end(), m.group()) for m in vocab.mention_re.finditer(sentence)]
+    if not found:
+        return []
+    triggers = []
+    for m in vocab.trigger_re.finditer(sentence):
+        kind, pre, post = vocab.triggers[m.group()]
+        triggers.append(_Trigger(m.start(), m.end(), kind, pre, post))
+    clauses = _clauses(sentence)
+    clause_starts = [c[0] for c in clauses]
+    spans = [(s, e) for s, e, _ in found]
+    qualifiers: list[tuple[int, int, float, bool]] | None = None
+
+    mentions: list[Mention] = []
+    for start, end, phrase in found:
+        clause = clauses[bisect.bisect_right(clause_starts, start) - 1]
+        labels = vocab.labels.get(phrase)
+        if labels is None:  # anatomy: a mention only with a qualifier
+            if qualifiers is None:
+                qualifiers = [
+                    (q.start(), q.end(), *vocab.qualifiers[q.group()]) for q in vocab.qualifier_re.finditer(sentence)
+                ]
+            state = _qualifier_state(sentence, start, end, qualifiers, clause)
+            if state is None:
+                continue
+            if state == POSITIVE:
+                state = _trigger_state(sentence, start, end, triggers, spans, clause)
+            labels = frozenset((vocab.anatomy[phrase],))
+        elif not labels:
+            continue
+        else:
+            state = _trigger_state(sentence, start, end, triggers, spans, clause)
+        mentions.extend(Mention(label, state, phrase, index, sentence, start, end) for label in sorted(labels))
+    return _disjunctions(mentions)
+
+
+def _disjunctions(mentions: list[Mention]) -> list[Mention]:
+    """ "atelectasis or pneumonia" (not negated) is uncertain for both, as CheXpert reads it."""
+    out = list(mentions)
+    for k in range(len(out) - 1):
+        a, b = out[k], out[k + 1]
+        if a.start == b.start or a.state != POSITIVE or b.state != POSITIVE or a.label == b.label:
+            continue
+        if _DISJUNCTION.match(a.sentence[a.end : b.start]):
+            out[k] = Mention(a.label, UNCERTAIN, a.phrase, a.sentence_index, a.sentence, a.start, a.end)
+            out[k + 1] = Mention(b.label, UNCERTAIN, b.phrase, b.sentence_index, b.sentence, b.start, b.end)
+    return out
+
+
+def extract_mentions(text: str) -> list[Mention]:
+    """Every mention in `text` with its state, in reading order (what `label_report` aggregates)."""
+    vocab = _vocabulary()
+    mentions: list[Mention] = []
+    for index, sentence in enumerate(split_sentences(text)):
+        mentions.extend(_sentence_mentions(sentence, index, vocab))
+    return mentions
+
+
+def aggregate(mentions: Iterable[Mention]) -> dict[str, float | None]:
+    """Per-label report state (positive > uncertain > negated > None) plus the No Finding rule."""
+    labels: dict[str, float | None] = dict.fromkeys(CHEXPERT_LABELS)
+    excluded = False
+    for mention in mentions:
+        if mention.label == lexicon.NO_FINDING_EXCLUSION:
+            excluded = excluded or mention.state != NEGATIVE
+            continue
+        current = labels[mention.label]
+        if current is None or _PRIORITY[mention.state] > _PRIORITY[current]:
+            labels[mention.label] = mention.state
+    abnormal = any(labels[name] in (POSITIVE, UNCERTAIN) for name in PATHOLOGY_LABELS)
+    labels["No Finding"] = None if (abnormal or excluded) else POSITIVE
+    return labels
+
+
+def label_report(text: str) -> dict[str, float | None]:
+    """The 14 CheXpert labels of one report text (all None for empty or non-text input).
+
+    Label the section you mean (impression, else findings, as MIMIC-CXR did); this function
+    labels exactly the text it is given.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"label_report: expected report text (str), got {type(text).__name__}")
+    if not _WORD.search(text):
+        return dict.fromkeys(CHEXPERT_LABELS)
+    return aggregate(extract_mentions(text))
+
+
+def label_reports(texts: Iterable[str]) -> list[dict[str, float | None]]:
+    """`label_report` over a batch, in order (one dict per text)."""
+    return [label_report(text) for text in texts]
