@@ -1,0 +1,264 @@
+"""The one conversation format of MedXChat, shared by training (chat DataModule) and inference (chat pipeline).
+
+mPLUG-Owl-like plain text: a system line, then "Human: ..." / "AI: ..." turns, the image tokens at the
+start of the first human turn. Every segment is tokenised on its own and the ids are concatenated, so the
+ids of a prompt are exactly a prefix of the ids of the whole conversation: what the model sees at inference
+is what it was trained on, token for token.
+
+Rendered (each ``<image>`` stands for ``num_image_tokens`` copies per image, ``</s>`` is the tokenizer's EOS)::
+
+    <s>The following is a conversation ... questions.
+    Human: <image>...<image>
+    What does the X-ray show?
+    AI: PA view of the chest was obtained. findings: ...</s>Human: Is there an effusion?
+    AI: no</s>
+
+Labels are -100 everywhere except the assistant turns' text and the EOS closing each of them: the
+training loss is computed on the responses only (paper §3.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lit_medxchat.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
+
+IGNORE_INDEX = -100
+SYSTEM_PROMPT = (
+    "The following is a conversation between a curious human and an AI assistant that reads chest X-rays. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+HUMAN_PREFIX = "Human: "
+AI_PREFIX = "AI:"
+ROLES = ("system", "user", "assistant")
+
+
+class ConversationTooLongError(ValueError):
+    """The system line, the image tokens and the first exchange do not fit in `max_length` tokens."""
+
+
+@dataclass
+class EncodedConversation:
+    """Token ids of one conversation and its training labels.
+
+    `labels[i]` is `input_ids[i]` on assistant-turn tokens (and the EOS closing each complete assistant
+    turn), -100 elsewhere. `truncated` is True when trailing turns were dropped or the last assistant turn
+    was cut to fit `max_length` (a cut turn gets no EOS: the model must not learn to stop there).
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+    num_turns: int = 0
+
+    @property
+    def num_supervised(self) -> int:
+        """How many positions carry a label; 0 means the sample teaches nothing."""
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def render_image_placeholder(num_images: int, num_image_tokens: int) -> str:
+    """`IMAGE_TOKEN` repeated `num_image_tokens` times per image, images back to back (text form)."""
+    if num_images < 0 or num_image_tokens < 0:
+        raise ValueError(f"num_images ({num_images}) and num_image_tokens ({num_image_tokens}) must be >= 0")
+    return IMAGE_TOKEN * (num_images * num_image_tokens)
+
+
+def _special_id(tokenizer: Any, token: str) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
+        raise ValueError(
+            f"tokenizer has no {token!r} token; add the special tokens {IMAGE_TOKEN!r}, {XRAY_START!r}, "
+            f"{XRAY_END!r} (lit_medxchat.tokenizer builds tokenizers that have them)"
+        )
+    return int(token_id)
+
+
+def _eos_id(tokenizer: Any) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos token; set `eos_token` when building it")
+    return int(tokenizer.eos_token_id)
+
+
+def _encode_text(tokenizer: Any, text: str) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _check_turns(turns: Sequence[dict]) -> None:
+    for index, turn in enumerate(turns):
+        role = turn.get("role")
+        if role not in ROLES:
+            raise ValueError(f"turn {index} has role {role!r}; expected one of {ROLES}")
+        if role == "system" and index != 0:
+            raise ValueError(f"turn {index} is a system turn; only the first turn may be one")
+        if IMAGE_TOKEN in str(turn.get("content", "")):
+            raise ValueError(
+                f"turn {index} contains {IMAGE_TOKEN!r} in its text; pass the image count as `num_images` "
+                "instead: the format places image tokens itself"
+            )
+
+
+def _head(tokenizer: Any, turns: Sequence[dict]) -> tuple[list[int], list[dict]]:
+    """BOS (when the tokenizer has one) and the system line; returns the remaining turns."""
+    ids = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
+    system = SYSTEM_PROMPT
+    if turns and turns[0]["role"] == "system":
+        system, turns = str(turns[0]["content"]), list(turns[1:])
+    return ids + _encode_text(tokenizer, system + "\n"), list(turns)
+
+
+def _user_ids(tokenizer: Any, content: str, image_ids: list[int]) -> list[int]:
+    ids = _encode_text(tokenizer, HUMAN_PREFIX)
+    if image_ids:
+        ids += image_ids + _encode_text(tokenizer, "\n")
+    return ids + _encode_text(tokenizer, content + "\n")
+
+
+def _image_ids(tokenizer: Any, num_images: int, num_image_tokens: int) -> list[int]:
+    render_image_placeholder(num_images, num_image_tokens)  # validates the counts
+    if num_images == 0 or num_image_tokens == 0:
+        return []
+    return [_special_id(tokenizer, IMAGE_TOKEN)] * (num_images * num_image_tokens)
+
+
+def encode_conversation(
+    tokenizer: Any,
+    turns: list[dict],
+    *,
+    num_images: int,
+    num_image_tokens: int,
+    max_length: int,
+) -> EncodedConversation:
+    """Tokenise a whole dialogue for training.
+
+    Args:
+        tokenizer: a `PreTrainedTokenizerFast` holding `<image>`, `<Xray>`, `</Xray>` and an EOS token.
+        turns: `{"role": "system"|"user"|"assistant", "content": str}` dicts (extra keys are ignored).
+        num_images: images of the sample (0 for text-to-CXR dialogues); their tokens go into the first
+            user turn.
+        num_image_tokens: tokens per image (the visual adapter's number of queries).
+        max_length: hard cap on the sequence length. Trailing turns are dropped, or the last assistant turn
+            cut, to fit; the image tokens are never cut.
+
+    Raises:
+        ConversationTooLongError: the system line, the images, the first user turn and one answer token do
+            not fit (raise `max_length` or shorten the prompt).
+    """
+    _check_turns(turns)
+    eos = _eos_id(tokenizer)
+    image_ids = _image_ids(tokenizer, num_images, num_image_tokens)
+    input_ids, rest = _head(tokenizer, turns)
+    labels = [IGNORE_INDEX] * len(input_ids)
+    if image_ids and not any(turn["role"] == "user" for turn in rest):
+        raise ValueError(f"{num_images} image(s) given but the dialogue has no user turn to hold them")
+
+    truncated, kept, images_placed = False, 0, False
+    for index, turn in enumerate(rest):
+        content = str(turn["content"])
+        if turn["role"] == "user":
+            ids = _user_ids(tokenizer, content, [] if images_placed else image_ids)
+            if len(input_ids) + len(ids) > max_length:
+                if not images_placed and image_ids:
+                    raise ConversationTooLongError(
+                        f"the first user turn with {len(image_ids)} image tokens needs {len(input_ids) + len(ids)} "
+                        f"tokens, more than max_length={max_length}; raise max_length"
+                    )
+                truncated = True
+                break
+            images_placed = images_placed or bool(image_ids)
+            input_ids += ids
+            labels += [IGNORE_INDEX] * len(ids)
+        else:
+            prefix = _encode_text(tokenizer, AI_PREFIX)
+            body = _encode_text(tokenizer, " " + content) + [eos]
+            room = max_length - len(input_ids) - len(prefix)
+            if room < len(body):
+                truncated = True
+                if room >= 1:
+                    input_ids += prefix + body[:room]
+                    labels += [IGNORE_INDEX] * len(prefix) + body[:room]
+                    kept = index + 1
+                break
+            input_ids += prefix + body
+            labels += [IGNORE_INDEX] * len(prefix) + body
+        kept = index + 1
+
+    if image_ids and not images_placed:
+        raise ConversationTooLongError(f"the image tokens do not fit in max_length={max_length}; raise max_length")
+    result = EncodedConversation(input_ids=input_ids, labels=labels, truncated=truncated, num_turns=kept)
+    if result.num_supervised == 0:
+        raise ConversationTooLongError(
+            f"no assistant token fits in max_length={max_length} ({len(input_ids)} prompt tokens); raise max_length"
+        )
+    return result
+
+
+def _render_prompt(tokenizer: Any, head: list[int], turns: list[dict], image_ids: list[int]) -> list[int]:
+    ids = list(head)
+    images_placed = False
+    eos = _eos_id(tokenizer)
+    for turn in turns:
+        content = str(turn["content"])
+        if turn["role"] == "user":
+            ids += _user_ids(tokenizer, content, [] if images_placed else image_ids)
+            images_placed = True
+        else:
+            ids += _encode_text(tokenizer, AI_PREFIX) + _encode_text(tokenizer, " " + content) + [eos]
+    return ids + _encode_text(tokenizer, AI_PREFIX)
+
+
+def encode_prompt(
+    tokenizer: Any,
+    turns: list[dict],
+    *,
+    num_images: int,
+    num_image_tokens: int,
+    max_length: int,
+) -> list[int]:
+    """Token ids of the conversation up to and including the "AI:" prefix of the answer to generate.
+
+    `turns` is the history and ends with the user turn to answer. The ids equal the start of
+    `encode_conversation` of the same history plus the answer. When the history does not fit, the oldest
+    exchanges are dropped (the images move to the first kept user turn); the last user turn is never cut.
+    """
+    _check_turns(turns)
+    head, rest = _head(tokenizer, turns)
+    if not rest or rest[-1]["role"] != "user":
+        raise ValueError("encode_prompt needs a history ending with a user turn (the question to answer)")
+    image_ids = _image_ids(tokenizer, num_images, num_image_tokens)
+    starts = [index for index, turn in enumerate(rest) if turn["role"] == "user"]
+    for start in starts:
+        ids = _render_prompt(tokenizer, head, rest[start:], image_ids)
+        if len(ids) <= max_length:
+            return ids
+    raise ConversationTooLongError(
+        f"the last user turn with {len(image_ids)} image tokens needs {len(ids)} tokens, more than "
+        f"max_length={max_length}; raise max_length or shorten the question"
+    )
+
+
+def decode_answer(tokenizer: Any, token_ids: Sequence[int] | Any) -> str:
+    """Text of a generated answer: up to the first EOS, without BOS/pad/image tokens, stopped at "Human:".
+
+    `<Xray>` / `</Xray>` are kept: the chat pipeline extracts the text-to-CXR prompt between them.
+    """
+    if hasattr(token_ids, "tolist"):
+        token_ids = token_ids.tolist()
+    eos = tokenizer.eos_token_id
+    dropped = {tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)}
+    kept: list[int] = []
+    for token_id in token_ids:
+        token_id = int(token_id)
+        if token_id == eos:
+            break
+        if token_id not in dropped:
+            kept.append(token_id)
+    text = tokenizer.decode(kept, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    stop = text.find(HUMAN_PREFIX.strip())
+    if stop >= 0:
+        text = text[:stop]
+    return text.strip()

@@ -1,0 +1,131 @@
+"""The conversation format: labels only on answers, prompts are prefixes of training sequences, safe truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from lit_medxchat.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
+from lit_medxchat.conversation import (
+    IGNORE_INDEX,
+    ConversationTooLongError,
+    decode_answer,
+    encode_conversation,
+    encode_prompt,
+    render_image_placeholder,
+)
+
+TURNS = [
+    {"role": "user", "content": "Please write the report for this chest X-ray."},
+    {"role": "assistant", "content": "PA view of the chest was obtained. findings: small right pleural effusion."},
+    {"role": "user", "content": "Is there a pneumothorax?"},
+    {"role": "assistant", "content": "no."},
+]
+
+
+def _supervised_text(tok, encoded) -> list[str]:
+    """Decode each run of labelled positions separately."""
+    runs, current = [], []
+    for label in encoded.labels:
+        if label == IGNORE_INDEX:
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            current.append(label)
+    if current:
+        runs.append(current)
+    return [tok.decode(run, skip_special_tokens=False) for run in runs]
+
+
+def test_render_image_placeholder_repeats_the_token_per_image():
+    assert render_image_placeholder(2, 3) == IMAGE_TOKEN * 6
+    assert render_image_placeholder(0, 3) == ""
+    with pytest.raises(ValueError):
+        render_image_placeholder(-1, 3)
+
+
+def test_labels_cover_exactly_the_answers_and_their_eos(tiny_tokenizer):
+    tok = tiny_tokenizer
+    encoded = encode_conversation(tok, TURNS, num_images=2, num_image_tokens=4, max_length=512)
+    assert len(encoded.input_ids) == len(encoded.labels)
+    assert not encoded.truncated and encoded.num_turns == 4
+    runs = _supervised_text(tok, encoded)
+    assert runs == [" " + TURNS[1]["content"] + tok.eos_token, " " + TURNS[3]["content"] + tok.eos_token]
+    for token_id, label in zip(encoded.input_ids, encoded.labels):
+        assert label in (IGNORE_INDEX, token_id)
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    positions = [i for i, token_id in enumerate(encoded.input_ids) if token_id == image_id]
+    assert len(positions) == 8 and positions == list(range(positions[0], positions[0] + 8))
+    text = tok.decode(encoded.input_ids, skip_special_tokens=False)
+    assert text.index("Human:") < text.index(IMAGE_TOKEN) < text.index("Please write")
+
+
+def test_prompt_is_a_prefix_of_the_training_sequence(tiny_tokenizer):
+    tok = tiny_tokenizer
+    full = encode_conversation(tok, TURNS, num_images=1, num_image_tokens=3, max_length=512)
+    for history in (TURNS[:1], TURNS[:3]):
+        prompt = encode_prompt(tok, history, num_images=1, num_image_tokens=3, max_length=512)
+        assert full.input_ids[: len(prompt)] == prompt
+        assert tok.decode(prompt, skip_special_tokens=False).endswith("AI:")
+        assert full.labels[len(prompt) - 1] == IGNORE_INDEX and full.labels[len(prompt)] != IGNORE_INDEX
+
+
+def test_truncation_drops_trailing_turns_and_never_cuts_image_tokens(tiny_tokenizer):
+    tok = tiny_tokenizer
+    full = encode_conversation(tok, TURNS, num_images=1, num_image_tokens=16, max_length=512)
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    for max_length in range(len(full.input_ids) - 1, 0, -1):
+        try:
+            cut = encode_conversation(tok, TURNS, num_images=1, num_image_tokens=16, max_length=max_length)
+        except ConversationTooLongError:
+            # only when not even one answer token fits after the images
+            first_answer = full.labels.index(next(label for label in full.labels if label != IGNORE_INDEX))
+            assert max_length <= first_answer
+            continue
+        assert cut.truncated and len(cut.input_ids) <= max_length
+        assert cut.input_ids.count(image_id) == 16
+        assert cut.input_ids == full.input_ids[: len(cut.input_ids)]
+        assert cut.num_supervised >= 1
+
+
+def test_t2i_dialogue_without_image_keeps_xray_tokens(tiny_tokenizer):
+    tok = tiny_tokenizer
+    answer = f"Here it is. {XRAY_START} Lateral view of the chest was obtained. {XRAY_END}"
+    turns = [{"role": "user", "content": "Draw a lateral chest X-ray with an effusion."},
+             {"role": "assistant", "content": answer}]
+    encoded = encode_conversation(tok, turns, num_images=0, num_image_tokens=8, max_length=256)
+    assert tok.convert_tokens_to_ids(IMAGE_TOKEN) not in encoded.input_ids
+    answer_ids = [label for label in encoded.labels if label != IGNORE_INDEX]
+    assert decode_answer(tok, answer_ids) == answer
+
+
+def test_decode_answer_stops_at_eos_and_next_human_turn(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ids = tok(" no effusion.\nHuman: and now?", add_special_tokens=False)["input_ids"]
+    assert decode_answer(tok, ids) == "no effusion."
+    ids = tok(" no effusion.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id, 5, 6]
+    assert decode_answer(tok, [tok.pad_token_id] + ids) == "no effusion."
+
+
+def test_bad_inputs_are_rejected_with_a_reason(tiny_tokenizer):
+    tok = tiny_tokenizer
+    with pytest.raises(ValueError, match="role"):
+        encode_conversation(tok, [{"role": "doctor", "content": "x"}], num_images=0, num_image_tokens=1,
+                            max_length=64)
+    with pytest.raises(ValueError, match="num_images"):
+        encode_conversation(tok, [{"role": "user", "content": f"{IMAGE_TOKEN} hi"}], num_images=1,
+                            num_image_tokens=1, max_length=64)
+    with pytest.raises(ValueError, match="ending with a user turn"):
+        encode_prompt(tok, TURNS, num_images=1, num_image_tokens=1, max_length=64)
+    with pytest.raises(ConversationTooLongError, match="max_length"):
+        encode_conversation(tok, TURNS, num_images=2, num_image_tokens=64, max_length=100)
+
+
+def test_prompt_drops_oldest_exchanges_first(tiny_tokenizer):
+    tok = tiny_tokenizer
+    history = TURNS + [{"role": "user", "content": "Anything else?"}]
+    full = encode_prompt(tok, history, num_images=1, num_image_tokens=2, max_length=1024)
+    short = encode_prompt(tok, history, num_images=1, num_image_tokens=2, max_length=len(full) - 1)
+    assert len(short) < len(full)
+    text = tok.decode(short, skip_special_tokens=False)
+    assert "Anything else?" in text and IMAGE_TOKEN in text and "Please write" not in text
