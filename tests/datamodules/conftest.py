@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dm_shards import write_split
-
 
 TOKENIZER_TEXTS = [
     "PA view of the chest was obtained. findings: there is a small right pleural effusion.",

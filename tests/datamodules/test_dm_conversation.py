@@ -51,7 +51,7 @@ def test_labels_cover_exactly_the_answers_and_their_eos(tiny_tokenizer):
     assert not encoded.truncated and encoded.num_turns == 4
     runs = _supervised_text(tok, encoded)
     assert runs == [" " + TURNS[1]["content"] + tok.eos_token, " " + TURNS[3]["content"] + tok.eos_token]
-    for token_id, label in zip(encoded.input_ids, encoded.labels):
+    for token_id, label in zip(encoded.input_ids, encoded.labels, strict=True):
         assert label in (IGNORE_INDEX, token_id)
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     positions = [i for i, token_id in enumerate(encoded.input_ids) if token_id == image_id]
