@@ -25,7 +25,7 @@ _TEMPLATES = [
     "The patient's {finding} can't be excluded, e.g. at the {side} base.",
     "s/p CABG with median sternotomy wires; {side} PICC line tip in the SVC.",
     "Findings were discussed with Dr. ___ at 10:30 a.m. by telephone.",
-    "Heart size is top-normal; \"{size}\" vascular congestion vs. early {finding}.",
+    'Heart size is top-normal; "{size}" vascular congestion vs. early {finding}.',
     "{side} lower lobe opacity [likely {finding}] - cannot exclude pneumonia!",
     "Interval decrease in {finding} (now {size}), i.e. improving.",
     "Stable {measure} {side} {finding}; otherwise lungs are clear...",

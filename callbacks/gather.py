@@ -1,0 +1,146 @@
+"""Cross-rank collection for corpus metrics: gather Python objects, score once on rank 0, broadcast.
+
+Corpus metrics (BLEU, CIDEr, FID, macro AUROC) are not averages of per-rank values, so every rank's
+items are gathered first. `CorpusMetricCallback` does the bookkeeping shared by the metric callbacks:
+collect per batch in ``on_{validation,test}_batch_end``, gather at epoch end, score on rank 0,
+broadcast the scalars, and log the same values on every rank (so ``ModelCheckpoint(monitor=...)``
+and early stopping agree across ranks).
+
+Lightning's ``DistributedSampler`` pads ranks with repeated samples to equal lengths; those repeats
+would be scored twice. The project's WebDataset DataModules split shards by rank without padding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 when not distributed)."""
+    return torch.distributed.get_world_size() if _distributed() else 1
+
+
+def global_rank() -> int:
+    """This process's rank in the default group (0 when not distributed)."""
+    return torch.distributed.get_rank() if _distributed() else 0
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors to CPU (anywhere in lists/tuples/dicts) so gathering never ships device memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order, on every rank (``[obj]`` without a process group).
+
+    Uses ``all_gather_object`` (pickling), so ranks may hold different amounts of data.
+    """
+    obj = _to_cpu(obj)
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def gather_lists(items: list[Any]) -> list[Any]:
+    """Concatenation of every rank's list, rank 0's items first."""
+    return [item for part in gather_objects(items) for item in part]
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` from rank ``src`` on every rank."""
+    if world_size() == 1:
+        return obj
+    box = [obj if global_rank() == src else None]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class CorpusMetricCallback(Callback):
+    """Collect items per batch, gather them at epoch end, score on rank 0, log everywhere.
+
+    Subclasses implement `collect` (outputs of one step -> items, small and picklable) and `score`
+    (all items -> ``{name: value}``, value None/nan when undefined: such values are not logged but stay
+    in `last_scores`). Hooks run for validation (``val/`` keys) and test (``test/`` keys). During
+    Lightning's sanity check nothing is scored (unless ``score_sanity_check``), which keeps the first
+    validation free of slow scorers such as METEOR's JVM.
+    """
+
+    def __init__(self, score_sanity_check: bool = False) -> None:
+        super().__init__()
+        self.score_sanity_check = score_sanity_check
+        self._items: list[Any] = []
+        self.last_scores: dict[str, float | None] = {}
+        self.last_items: list[Any] = []
+
+    # --- to implement -------------------------------------------------------------------------------
+    def collect(self, outputs: Any, batch: Any, pl_module: LightningModule) -> list[Any]:
+        raise NotImplementedError
+
+    def score(self, items: list[Any]) -> dict[str, float | None]:
+        raise NotImplementedError
+
+    def log_samples(self, trainer: Trainer, items: list[Any], stage: str) -> None:
+        """Optional: rank-0 sample tables/images (patient data: only when the user opts in)."""
+
+    # --- Lightning hooks ----------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._items = []
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
+
+    def _batch_end(self, outputs: Any, batch: Any, pl_module: LightningModule) -> None:
+        if outputs is None:
+            raise ValueError(
+                f"{type(self).__name__}: the model's validation/test step returned None; it must return the "
+                "output dict documented in docs/metrics.md"
+            )
+        self._items.extend(self.collect(outputs, batch, pl_module))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking and not self.score_sanity_check:
+            return
+        self._batch_end(outputs, batch, pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._batch_end(outputs, batch, pl_module)
+
+    def _epoch_end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        items = gather_lists(self._items)
+        self._items = []
+        scores = self.score(items) if global_rank() == 0 else None
+        scores = broadcast_object(scores)
+        self.last_scores, self.last_items = scores, items
+        for name, value in scores.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            pl_module.log(f"{stage}/{name}", float(value), on_epoch=True, sync_dist=False, add_dataloader_idx=False)
+        if global_rank() == 0:
+            self.log_samples(trainer, items, stage)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking and not self.score_sanity_check:
+            return
+        self._epoch_end(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_end(trainer, pl_module, "test")
