@@ -135,19 +135,20 @@ def _vocabulary() -> _Vocabulary:
     return _Vocabulary()
 
 
-def split_sentences(text: str) -> list[str]:
-    """Lower-cased sentences with whitespace collapsed; empty pieces are dropped.
+def split_sentences(text: str, lowercase: bool = True) -> list[str]:
+    """Sentences with whitespace collapsed (lower-cased unless `lowercase=False`); empty pieces dropped.
 
     Sentence ends are ".", "!" or "?" followed by whitespace, or a blank line; abbreviations
     such as "vs." and "e.g." lose their period first so they do not end a sentence. Decimals
-    ("1.5 cm") never end one (no whitespace after the period).
+    ("1.5 cm") never end one (no whitespace after the period). Both casings split identically,
+    so index k of one is sentence k of the other (`Mention.sentence_index`).
     """
-    text = _ABBREVIATIONS.sub(lambda m: m.group(1).replace(".", ""), text.lower())
+    text = _ABBREVIATIONS.sub(lambda m: m.group(1).replace(".", ""), text)
     sentences = []
     for piece in _SENTENCE_END.split(text):
         piece = " ".join(piece.split())
         if piece and _WORD.search(piece):
-            sentences.append(piece)
+            sentences.append(piece.lower() if lowercase else piece)
     return sentences
 
 
