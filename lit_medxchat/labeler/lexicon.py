@@ -108,13 +108,18 @@ NON_MENTIONS: tuple[str, ...] = (
 ANATOMY: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": (
         "heart", "heart size", "cardiac size", "cardiac silhouette", "cardiac contour", "cardiac contours",
-        "cardiac shadow", "size of the heart", "size of the cardiac silhouette",
+        "cardiac shadow", "size of the heart", "size of the cardiac silhouette", "cardiac silhouettes",
+        # Heart and mediastinum together describe both labels ("... are normal" negates both).
+        "cardiac and mediastinal silhouettes", "cardiac and mediastinal contours", "heart and mediastinum",
+        "cardiac and mediastinal silhouette", "heart and mediastinal contours",
     ),
     "Enlarged Cardiomediastinum": (
         "cardiomediastinal silhouette", "cardiomediastinal contour", "cardiomediastinal contours",
         "mediastinal silhouette", "mediastinal contour", "mediastinal contours", "mediastinum",
         "cardiomediastinal silhouettes", "mediastinal and hilar contours", "hilar and mediastinal contours",
-        "cardiomediastinal and hilar contours",
+        "cardiomediastinal and hilar contours", "cardiac and mediastinal silhouettes",
+        "cardiac and mediastinal contours", "heart and mediastinum", "cardiac and mediastinal silhouette",
+        "heart and mediastinal contours",
     ),
 }
 
@@ -177,6 +182,8 @@ PRE_UNCERTAINTY: tuple[str, ...] = (
     "equivocal", "indeterminate", "uncertain", "unclear", "possibility of", "potential", "potentially",
     "borderline", "raising the possibility of", "cannot be distinguished from",
 )
+# Hedges that also work after the mention when they end the clause ("atelectasis, likely.").
+CLAUSE_FINAL_UNCERTAINTY: tuple[str, ...] = ("likely", "probably", "possibly", "presumably", "suspected", "possible")
 # Uncertainty after the mention.
 POST_UNCERTAINTY: tuple[str, ...] = (
     "is possible", "are possible", "is likely", "are likely", "is suspected", "are suspected",

@@ -84,12 +84,13 @@ class _Vocabulary:
         self.labels: dict[str, frozenset[str]] = {
             phrase: frozenset().union(*(direct[p] for p in contained_phrases(phrase, direct))) for phrase in direct
         }
-        self.anatomy: dict[str, str] = {}
+        anatomy: dict[str, set[str]] = {}
         for label, phrases in lexicon.ANATOMY.items():
             for phrase in phrases:
                 if phrase in self.labels:
                     raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and anatomy; keep one")
-                self.anatomy[phrase] = label
+                anatomy.setdefault(phrase, set()).add(label)
+        self.anatomy: dict[str, frozenset[str]] = {phrase: frozenset(labels) for phrase, labels in anatomy.items()}
         for phrase in lexicon.NON_MENTIONS:
             if phrase in self.labels or phrase in self.anatomy:
                 raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and a non-mention; keep one")
@@ -114,6 +115,10 @@ class _Vocabulary:
                     raise ValueError(f"labeler lexicon: trigger {phrase!r} listed twice; keep it in one list")
                 self.triggers[phrase] = (kind, pre, post)
         self.trigger_re = phrase_regex(self.triggers)
+        self.clause_final = frozenset(lexicon.CLAUSE_FINAL_UNCERTAINTY)
+        missing = self.clause_final - set(self.triggers)
+        if missing:
+            raise ValueError(f"labeler lexicon: clause-final hedges {sorted(missing)} must also be PRE_UNCERTAINTY")
 
         self.qualifiers: dict[str, tuple[float, bool]] = {}
         for phrases, state, weak in (
@@ -222,12 +227,15 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
     found = [(m.start(), m.end(), m.group()) for m in vocab.mention_re.finditer(sentence)]
     if not found:
         return []
+    clauses = _clauses(sentence)
+    clause_starts = [c[0] for c in clauses]
     triggers = []
     for m in vocab.trigger_re.finditer(sentence):
         kind, pre, post = vocab.triggers[m.group()]
+        if not post and m.group() in vocab.clause_final:
+            clause_end = clauses[bisect.bisect_right(clause_starts, m.start()) - 1][1]
+            post = not sentence[m.end() : clause_end].strip(" .,!?")
         triggers.append(_Trigger(m.start(), m.end(), kind, pre, post))
-    clauses = _clauses(sentence)
-    clause_starts = [c[0] for c in clauses]
     spans = [(s, e) for s, e, _ in found]
     qualifiers: list[tuple[int, int, float, bool]] | None = None
 
@@ -245,7 +253,7 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
                 continue
             if state == POSITIVE:
                 state = _trigger_state(sentence, start, end, triggers, spans, clause)
-            labels = frozenset((vocab.anatomy[phrase],))
+            labels = vocab.anatomy[phrase]
         elif not labels:
             continue
         else:
