@@ -37,7 +37,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_BOUNDS: tuple[tuple[float, str], ...] = ((0.7, "train"), (0.8, "validate"), (1.0, "test"))
 _ID_COLUMNS = ("filename", "image", "image_id", "dicom_id")
 _VIEW_COLUMNS = ("projection", "view", "ViewPosition")
-_KAGGLE_NAME = re.compile(r"^(\d+)_(IM-.*)$")
+_IMAGE_NAME = re.compile(r"^(?:CXR)?(\d+)_(?:\d+_)?(IM-[0-9-]+)$")
 
 
 def split_of_report(report_id: str) -> str:
@@ -87,8 +87,14 @@ def parse_report(data: bytes) -> dict:
     return {"report_id": report_id, "sections": sections, "mesh": mesh, "images": images}
 
 
+def _view_key(name: str) -> str | None:
+    """`CXR1_1_IM-0001-4001` and Kaggle's `1_IM-0001-4001` -> `1/IM-0001-4001` (report number + image part)."""
+    match = _IMAGE_NAME.match(name)
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
 def read_views_csv(path: str | Path) -> dict[str, str]:
-    """Image id -> raw projection/view value from a CSV; Kaggle's `1_IM-0001-4001.dcm.png` -> `CXR1_1_IM-0001-4001`."""
+    """Image name (and `_view_key`) -> raw projection/view value from a CSV such as `indiana_projections.csv`."""
     path = Path(path)
     rows = list(read_table(path, ()))
     columns = rows[0][1].keys() if rows else []
@@ -101,10 +107,18 @@ def read_views_csv(path: str | Path) -> dict[str, str]:
         name = Path(row[id_column]).name
         for suffix in (".dcm.png", ".png", ".jpg", ".dcm"):
             name = name.removesuffix(suffix)
-        if (kaggle := _KAGGLE_NAME.match(name)) is not None:
-            name = f"CXR{kaggle.group(1)}_{kaggle.group(2)}"
         views[name] = row[view_column]
+        if (key := _view_key(name)) is not None:
+            views.setdefault(key, row[view_column])
     return views
+
+
+def view_for(views: dict[str, str], image_id: str) -> str:
+    """The raw view of an image from `read_views_csv`'s table, "" when it is not listed."""
+    if image_id in views:
+        return views[image_id]
+    key = _view_key(image_id)
+    return views.get(key, "") if key is not None else ""
 
 
 def iu_view(raw: str) -> str:
@@ -164,7 +178,7 @@ def load_iu_xray(reports: str | Path, images: str | Path, views_csv: str | Path 
             if labels is None:
                 scan.skip(split, item, "no-usable-section", f"{xml_item} has neither FINDINGS nor IMPRESSION text")
                 continue
-            raw_view = views.get(image_id, "")
+            raw_view = view_for(views, image_id)
             view = iu_view(raw_view) if raw_view else "OTHER"
             if view == "OTHER":
                 scan.convert(split, "view-empty" if not raw_view else "view-other")
