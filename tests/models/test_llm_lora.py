@@ -1,0 +1,186 @@
+"""MedXChatLoRA at tiny scale: what trains, what stays frozen, that images reach the loss,
+that generation is padding-invariant and that checkpoints hold only trainable weights."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lit_medxchat.constants import XRAY_END, XRAY_START
+from lit_medxchat.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation, encode_prompt
+from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
+from lit_medxchat.models.llm_lora import LoRAOptions, MedXChatLoRA, tiny_options
+from lit_medxchat.tokenizer import train_tokenizer
+
+NUM_IMAGE_TOKENS = 4
+TEXTS = [
+    "PA view of the chest was obtained. findings: small left pleural effusion. impression: effusion.",
+    "Lateral view of the chest was obtained. findings: no pneumothorax. impression: no acute process.",
+    f"Here is the image: {XRAY_START} PA view of the chest was obtained. {XRAY_END}",
+    "Human: What does the X-ray show? AI: Is there an effusion? yes no",
+    SYSTEM_PROMPT,
+] * 10
+DIALOGUES = [
+    (1, [{"role": "user", "content": "What does the X-ray show?"},
+         {"role": "assistant", "content": "findings: small left pleural effusion."}]),
+    (2, [{"role": "user", "content": "Is there a pneumothorax?"}, {"role": "assistant", "content": "no"}]),
+    (0, [{"role": "user", "content": "Draw a PA chest X-ray with an effusion."},
+         {"role": "assistant", "content": f"{XRAY_START} PA view of the chest was obtained. effusion. {XRAY_END}"}]),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(TEXTS, vocab_size=320, out_dir=out)
+    return out
+
+
+def make_model(tokenizer_dir, **changes) -> MedXChatLoRA:
+    options = tiny_options(NUM_IMAGE_TOKENS)
+    options.update(changes)
+    return MedXChatLoRA(str(tokenizer_dir), **options)
+
+
+def chat_batch(tokenizer, dialogues=DIALOGUES, seed: int = 0) -> dict:
+    """A right-padded chat batch (docs/data-contracts.md §3) with prompts for generation."""
+    generator = torch.Generator().manual_seed(seed)
+    encoded = [encode_conversation(tokenizer, turns, num_images=n, num_image_tokens=NUM_IMAGE_TOKENS, max_length=256)
+               for n, turns in dialogues]
+    prompts = [encode_prompt(tokenizer, turns[:-1], num_images=n, num_image_tokens=NUM_IMAGE_TOKENS, max_length=256)
+               for n, turns in dialogues]
+    length, plen, pad = max(len(e.input_ids) for e in encoded), max(map(len, prompts)), tokenizer.pad_token_id
+    max_images = max(n for n, _ in dialogues)
+    return {
+        "input_ids": torch.tensor([e.input_ids + [pad] * (length - len(e.input_ids)) for e in encoded]),
+        "attention_mask": torch.tensor([[1] * len(e.input_ids) + [0] * (length - len(e.input_ids)) for e in encoded]),
+        "labels": torch.tensor([e.labels + [IGNORE_INDEX] * (length - len(e.labels)) for e in encoded]),
+        "pixel_values": torch.randn(len(dialogues), max_images, 3, 64, 64, generator=generator),
+        "image_mask": torch.tensor([[i < n for i in range(max_images)] for n, _ in dialogues]),
+        "prompt_input_ids": torch.tensor([[pad] * (plen - len(p)) + p for p in prompts]),
+        "prompt_attention_mask": torch.tensor([[0] * (plen - len(p)) + [1] * len(p) for p in prompts]),
+        "references": [turns[-1]["content"] for _, turns in dialogues],
+        "tasks": ["report", "vqa", "t2i"][: len(dialogues)],
+        "meta": [{"key": f"k{i}"} for i in range(len(dialogues))],
+    }
+
+
+def test_trainable_parameters_are_lora_adapter_and_special_token_rows(tokenizer_dir):
+    model = make_model(tokenizer_dir)
+    hidden, layers, r = 64, 2, 4
+    kv_width = 64 // 4 * 2  # head_dim * num_key_value_heads
+    lora = layers * (r * (hidden + hidden) + r * (hidden + kv_width))  # q_proj and v_proj
+    token_rows = 2 * 3 * hidden  # <image>, <Xray>, </Xray> in the input embedding and the untied LM head
+    adapter = sum(p.numel() for p in model.adapter.parameters())
+    assert model.trainable_parameter_count() == lora + token_rows + adapter
+    assert not any(p.requires_grad for p in model.vision_tower.parameters())
+    trainable_llm = {n for n, p in model.llm.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or "trainable_tokens_delta" in n for n in trainable_llm)
+
+
+class _Recorder(pl.Callback):
+    """Records losses and checks, at every step of `fit`, that frozen parts stay frozen."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        assert not module.vision_tower.training
+        suffixes = ("q_proj.base_layer", "embed_tokens.base_layer", "mlp", "input_layernorm")
+        frozen = [m for n, m in module.llm.named_modules() if n.endswith(suffixes)]
+        assert frozen and not any(m.training for m in frozen)
+        assert module.adapter.training
+
+    def on_after_backward(self, trainer, module):
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                assert param.grad is None, name
+        assert all(p.grad is not None for p in module.adapter.parameters())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_fit_learns_a_fixed_batch_and_checkpoints_only_trainable_weights(tokenizer_dir, tmp_path):
+    torch.manual_seed(0)
+    model = make_model(tokenizer_dir)
+    batch = chat_batch(model.tokenizer)
+    train_keys = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels", "pixel_values",
+                                                           "image_mask")}
+    loader = torch.utils.data.DataLoader([train_keys] * 30, batch_size=None)
+    recorder = _Recorder()
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, callbacks=[recorder], enable_model_summary=False)
+    trainer.fit(model, loader)
+    assert len(recorder.losses) == 30
+    assert recorder.losses[-1] < 0.5 * recorder.losses[0], recorder.losses
+    assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
+
+    ckpt_path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt_path)
+    checkpoint = torch.load(ckpt_path, weights_only=False)
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(checkpoint["state_dict"]) == expected
+    assert "optimizer_states" in checkpoint
+
+    reloaded = MedXChatLoRA.load_from_checkpoint(ckpt_path)
+    reloaded_state = reloaded.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded_state[key]), key
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), reloaded.eval()(batch))
+
+    other = make_model(tokenizer_dir, lora=LoRAOptions(r=4, alpha=8, dropout=0.0, target_modules=["q_proj"]))
+    with pytest.raises(CheckpointMismatchError, match="unexpected keys.*v_proj"):
+        other.load_state_dict(checkpoint["state_dict"])
+
+
+def test_the_image_reaches_the_adapter_and_the_loss(tokenizer_dir):
+    model = make_model(tokenizer_dir).eval()
+    batch = chat_batch(model.tokenizer, DIALOGUES[:1], seed=1)
+    other = dict(batch, pixel_values=chat_batch(model.tokenizer, DIALOGUES[:1], seed=2)["pixel_values"])
+    with torch.no_grad():
+        a = model.encode_images(batch["pixel_values"][:, 0])
+        b = model.encode_images(other["pixel_values"][:, 0])
+        assert a.shape == (1, NUM_IMAGE_TOKENS, 64)
+        assert not torch.allclose(a, b)
+        assert model(batch).item() != model(other).item()
+    # Gradient flows back to the adapter through the LLM.
+    model.train()
+    model(batch).backward()
+    assert model.adapter.queries.grad is not None and model.adapter.queries.grad.abs().sum() > 0
+
+
+def test_image_token_count_mismatch_names_the_samples(tokenizer_dir):
+    model = make_model(tokenizer_dir)
+    batch = chat_batch(model.tokenizer)
+    batch["image_mask"] = torch.ones_like(batch["image_mask"])
+    with pytest.raises(ValueError, match=r"batch samples \[0, 2\].*num_image_tokens"):
+        model(batch)
+
+
+def test_left_padded_batch_generates_what_each_sample_generates_alone(tokenizer_dir):
+    model = make_model(tokenizer_dir).eval()
+    batch = chat_batch(model.tokenizer)
+    together = model.generate(batch["prompt_input_ids"], batch["prompt_attention_mask"], batch["pixel_values"],
+                              batch["image_mask"])
+    assert len(together) == 3
+    for i in range(3):
+        alone = chat_batch(model.tokenizer, DIALOGUES[i : i + 1])
+        alone["pixel_values"][:, : batch["pixel_values"].shape[1]] = batch["pixel_values"][i, : alone["pixel_values"]
+                                                                                               .shape[1]]
+        single = model.generate(alone["prompt_input_ids"], alone["prompt_attention_mask"], alone["pixel_values"],
+                                alone["image_mask"])
+        assert single == [together[i]]
+    assert isinstance(together[0], str)
+
+
+def test_validation_step_returns_the_metric_contract(tokenizer_dir):
+    model = make_model(tokenizer_dir).eval()
+    batch = chat_batch(model.tokenizer)
+    out = model.validation_step(batch, 0)
+    assert set(out) == {"predictions", "references", "tasks", "meta"}
+    assert len(out["predictions"]) == 3 and out["references"] == batch["references"]
+    assert out["tasks"] == ["report", "vqa", "t2i"] and out["meta"][1] == {"key": "k1"}
