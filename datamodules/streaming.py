@@ -1,0 +1,337 @@
+"""A batch stream over the shards a manifest lists, for one rank, split by worker, with bad samples counted.
+
+The shards are WebDataset tars (data contract §2); a sample is the run of consecutive members sharing a
+key (`<key>.jpg`, `<key>.txt`, ...). We read them with `tarfile` by random access (an index of member
+offsets per shard, built from the tar headers on first use) rather than as one sequential pipe, because
+it makes three things simple and exact: reading any (shard, offset) the epoch plan names, resuming at any
+batch without replaying the stream, and splitting one rank's batches among workers.
+
+Each worker builds whole batches (decode, augment, collate) and yields `(batch, skipped)` where
+`skipped` counts the samples dropped from that batch by reason; the resumable loader strips and sums them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from datamodules.epoch_plan import rank_batches, worker_batch_indices
+
+log = logging.getLogger(__name__)
+
+# Exceptions a decoder raises on broken data (PIL: OSError/SyntaxError; json: ValueError; missing keys:
+# KeyError). Anything else is a bug and must surface.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, SyntaxError, TypeError)
+MAX_SKIP_WARNINGS = 20  # per worker; later skips are still counted, and logged at DEBUG level
+
+
+class SkipSample(Exception):
+    """Raised by an example builder for a sample that cannot be used; `reason` becomes a metric name."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """`data_dir/<split>/manifest.json`: the only source of shard names and sample counts."""
+
+    split: str
+    directory: Path
+    shards: tuple[ShardInfo, ...]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(shard.num_samples for shard in self.shards)
+
+    @property
+    def shard_sizes(self) -> list[int]:
+        return [shard.num_samples for shard in self.shards]
+
+    def path(self, shard_index: int) -> Path:
+        return self.directory / self.shards[shard_index].name
+
+
+def load_manifest(data_dir: str | Path, split: str) -> Manifest:
+    """Read and check `data_dir/split/manifest.json`; errors name the file and the fix."""
+    directory = Path(data_dir) / split
+    path = directory / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: write the shards with `lit-medxchat data prepare ... --out {data_dir}` "
+            f"(split {split!r} must be one of train/validate/test)"
+        )
+    raw = json.loads(path.read_text())
+    shards = tuple(ShardInfo(str(entry["name"]), int(entry["num_samples"])) for entry in raw.get("shards", []))
+    manifest = Manifest(split=split, directory=directory, shards=shards)
+    missing = [shard.name for shard in shards if not (directory / shard.name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} lists shards that are missing on disk: {missing[:5]}; re-run prepare")
+    if "num_samples" in raw and int(raw["num_samples"]) != manifest.num_samples:
+        raise ValueError(
+            f"{path}: num_samples={raw['num_samples']} but its shards sum to {manifest.num_samples}; re-run prepare"
+        )
+    return manifest
+
+
+def split_key(member_name: str) -> tuple[str, str]:
+    """WebDataset naming: the key is the path up to the first dot of the file name, the rest the extension."""
+    directory, _, base = member_name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), ext
+
+
+@dataclass
+class RawSample:
+    """One sample's members as bytes, with where it came from (for error messages and seeds)."""
+
+    key: str
+    members: dict[str, bytes]
+    shard: str
+    shard_index: int
+    offset: int
+    lookup: Callable[[str], RawSample | None] | None = field(default=None, repr=False)
+
+    def member(self, ext: str) -> bytes:
+        if ext not in self.members:
+            raise SkipSample(f"missing-{ext}", f"{self.shard}: sample {self.key} has no .{ext} member")
+        return self.members[ext]
+
+    def text(self, ext: str) -> str:
+        return self.member(ext).decode("utf-8")
+
+    def json(self, ext: str) -> Any:
+        try:
+            return json.loads(self.member(ext))
+        except ValueError as error:
+            raise SkipSample(f"bad-{ext}", f"{self.shard}: sample {self.key}: {error}") from error
+
+
+class ShardReader:
+    """Random access to samples by (shard index, offset), keeping a few shard indexes and files open."""
+
+    def __init__(self, manifest: Manifest, *, max_open: int = 16) -> None:
+        self.manifest = manifest
+        self.max_open = max_open
+        self._indexes: OrderedDict[int, list[tuple[str, list[tuple[str, int, int]]]]] = OrderedDict()
+        self._files: OrderedDict[int, Any] = OrderedDict()
+
+    def index(self, shard_index: int) -> list[tuple[str, list[tuple[str, int, int]]]]:
+        """[(key, [(ext, data offset, size), ...]), ...] in tar order, checked against the manifest count."""
+        if shard_index in self._indexes:
+            self._indexes.move_to_end(shard_index)
+            return self._indexes[shard_index]
+        path = self.manifest.path(shard_index)
+        samples: list[tuple[str, list[tuple[str, int, int]]]] = []
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, ext = split_key(info.name)
+                if not samples or samples[-1][0] != key:
+                    samples.append((key, []))
+                samples[-1][1].append((ext, info.offset_data, info.size))
+        expected = self.manifest.shards[shard_index].num_samples
+        if len(samples) != expected:
+            raise ValueError(
+                f"{path} holds {len(samples)} samples but its manifest says {expected}: the shard changed after "
+                "the manifest was written; re-run prepare"
+            )
+        self._indexes[shard_index] = samples
+        if len(self._indexes) > self.max_open:
+            self._indexes.popitem(last=False)
+        return samples
+
+    def _file(self, shard_index: int) -> Any:
+        if shard_index in self._files:
+            self._files.move_to_end(shard_index)
+            return self._files[shard_index]
+        handle = open(self.manifest.path(shard_index), "rb")  # noqa: SIM115 - kept open across reads, closed in close()
+        self._files[shard_index] = handle
+        if len(self._files) > self.max_open:
+            self._files.popitem(last=False)[1].close()
+        return handle
+
+    def read(self, shard_index: int, offset: int) -> RawSample:
+        key, members = self.index(shard_index)[offset]
+        handle = self._file(shard_index)
+        data = {}
+        for ext, start, size in members:
+            handle.seek(start)
+            data[ext] = handle.read(size)
+        return RawSample(key, data, self.manifest.shards[shard_index].name, shard_index, offset)
+
+    def key_locations(self) -> dict[str, tuple[int, int]]:
+        """key -> (shard index, offset) over the whole split (reads every tar header once)."""
+        from tqdm.auto import tqdm
+
+        locations: dict[str, tuple[int, int]] = {}
+        for shard_index in tqdm(
+            range(len(self.manifest.shards)),
+            desc=f"indexing {self.manifest.split} keys",
+            disable=len(self.manifest.shards) < 20,
+        ):
+            for offset, (key, _) in enumerate(self.index(shard_index)):
+                locations[key] = (shard_index, offset)
+        return locations
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get a fresh reader: open files and caches do not travel.
+        return {"manifest": self.manifest, "max_open": self.max_open}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["manifest"], max_open=state["max_open"])
+
+
+ExampleFn = Callable[[RawSample, np.random.Generator], dict[str, Any]]
+CollateFn = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+class ShardBatchStream(IterableDataset):
+    """Batches of one rank for one epoch, produced by the DataLoader's workers (or in-process).
+
+    `make_example(sample, rng)` turns a `RawSample` into one example (or raises `SkipSample` / a decode
+    error: the sample is skipped, logged and counted); `collate(examples)` makes the batch. `rng` is seeded
+    by (seed, epoch, shard, offset), so augmentation and dialogue choice are identical after a resume and
+    for any number of workers. Evaluation streams (`shuffle=False`) use epoch 0 for these seeds so every
+    validation pass sees the same examples.
+
+    `set_epoch`, `start_batch` and `set_rank` are set by the loader/DataModule in the main process before
+    the workers start (non-persistent workers get a fresh copy each epoch).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        batch_size: int,
+        make_example: ExampleFn,
+        collate: CollateFn,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        shuffle_window: int = 1024,
+        key_locations: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.batch_size = batch_size
+        self.make_example = make_example
+        self.collate = collate
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.shuffle_window = shuffle_window
+        self.key_locations = key_locations
+        self.rank, self.world_size = 0, 1
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    def plan(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches for `epoch` (default: the current one) as (shard index, offset) rows."""
+        return rank_batches(
+            self.manifest.shard_sizes,
+            rank=self.rank,
+            world_size=self.world_size,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            shuffle_window=self.shuffle_window,
+        )
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank; the same on every rank for training streams."""
+        return len(self.plan())
+
+    def _example(
+        self, reader: ShardReader, shard_index: int, offset: int, skipped: Counter, worker_id: int
+    ) -> dict[str, Any] | None:
+        rng_epoch = self.epoch if self.shuffle else 0
+        rng = np.random.default_rng([self.seed, rng_epoch, shard_index, offset])
+        sample: RawSample | None = None
+
+        def lookup(key: str) -> RawSample | None:
+            if not self.key_locations or key not in self.key_locations:
+                return None
+            return reader.read(*self.key_locations[key])
+
+        try:
+            sample = reader.read(shard_index, offset)
+            sample.lookup = lookup
+            return self.make_example(sample, rng)
+        except SkipSample as error:
+            reason, detail = error.reason, error.detail
+        except DECODE_ERRORS as error:
+            reason, detail = f"decode-error-{type(error).__name__}", str(error)
+        skipped[reason] += 1
+        where = f"{self.manifest.shards[shard_index].name}: sample {offset}"
+        if sample is not None:
+            where += f" ({sample.key})"
+        total = sum(skipped.values())
+        level = logging.WARNING if total <= MAX_SKIP_WARNINGS else logging.DEBUG
+        log.log(
+            level, "%s skipped, %s: %s (worker %d: %d skipped in this batch)", where, reason, detail, worker_id, total
+        )
+        return None
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        batches = self.plan()
+        # A reader per iteration: file handles must never be shared with forked workers (shared offsets).
+        reader = ShardReader(self.manifest)
+        last_good: dict[str, Any] | None = None
+        try:
+            for index in worker_batch_indices(
+                len(batches), start=self.start_batch, worker=worker, num_workers=num_workers
+            ):
+                skipped: Counter = Counter()
+                examples = [self._example(reader, int(s), int(o), skipped, worker) for s, o in batches[index]]
+                examples = [example for example in examples if example is not None]
+                if examples:
+                    last_good = self.collate(examples)
+                    yield last_good, dict(skipped)
+                elif last_good is not None:
+                    # Keep the step count identical on every rank: repeat this worker's previous batch.
+                    skipped["batch-repeated"] += 1
+                    log.warning(
+                        "every sample of batch %d on rank %d was skipped; repeating the previous batch",
+                        index,
+                        self.rank,
+                    )
+                    yield last_good, dict(skipped)
+                else:
+                    raise RuntimeError(
+                        f"every sample of batch {index} (rank {self.rank}, worker {worker}) of split "
+                        f"{self.manifest.split!r} failed to decode ({dict(skipped)}); check the shards in "
+                        f"{self.manifest.directory} (re-run prepare)"
+                    )
+        finally:
+            reader.close()
