@@ -25,7 +25,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from datamodules.streaming import ShardBatchStream
+from datamodules.streaming import SKIPPED_PREFIX, ShardBatchStream
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
@@ -66,8 +66,8 @@ class ResumableLoader(DataLoader):
     Args:
         dataset: the rank's batch stream (already told its rank and world size).
         num_workers: worker processes; any number gives the same batch sequence.
-        cumulative_counts: keep skipped-sample counts across epochs (training) or reset them at the start
-            of every pass (evaluation: counts per validation run).
+        cumulative_counts: keep event counts (skipped samples by reason, truncated dialogues) across epochs
+            (training) or reset them at the start of every pass (evaluation: counts per validation run).
         pin_memory, prefetch_factor, timeout: as for `DataLoader`. Workers are never persistent: each epoch
             ships the new (epoch, start batch) to fresh workers.
     """
@@ -95,10 +95,15 @@ class ResumableLoader(DataLoader):
         # DataLoader forbids re-assigning `sampler` after __init__; bypass it for our epoch hook only.
         object.__setattr__(self, "sampler", _EpochSampler(self))
         self.cumulative_counts = cumulative_counts
-        self.skipped: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
         self._epoch = 0
         self._consumed = 0
         self._resume_at: tuple[int, int] | None = None
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Samples dropped by reason (bad JPEG, missing member, too long, ...) on this rank."""
+        return {name[len(SKIPPED_PREFIX):]: n for name, n in self.counts.items() if name.startswith(SKIPPED_PREFIX)}
 
     @property
     def epoch(self) -> int:
@@ -126,13 +131,13 @@ class ResumableLoader(DataLoader):
             if epoch == self._epoch:
                 start = batches
         if not self.cumulative_counts:
-            self.skipped = Counter()
+            self.counts = Counter()
         self.dataset.epoch = self._epoch
         self.dataset.start_batch = start
         self._consumed = start
-        for batch, skipped in super().__iter__():
+        for batch, counts in super().__iter__():
             self._consumed += 1
-            self.skipped.update(skipped)
+            self.counts.update(counts)
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
@@ -143,7 +148,7 @@ class ResumableLoader(DataLoader):
             "epoch": self._epoch,
             "batches": self._consumed,
             "num_batches": len(self),
-            "skipped": dict(self.skipped),
+            "counts": dict(self.counts),
         }
         return {"format": STATE_FORMAT, "ranks": gather_objects(local)}
 
@@ -164,4 +169,4 @@ class ResumableLoader(DataLoader):
         self._epoch = int(mine["epoch"])
         self._consumed = int(mine["batches"])
         self._resume_at = (self._epoch, self._consumed)
-        self.skipped = Counter(mine.get("skipped", {}))
+        self.counts = Counter(mine.get("counts", {}))

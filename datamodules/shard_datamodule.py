@@ -16,7 +16,15 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from datamodules.resume import ResumableLoader, gather_objects
-from datamodules.streaming import CollateFn, ExampleFn, Manifest, ShardBatchStream, ShardReader, load_manifest
+from datamodules.streaming import (
+    SKIPPED_PREFIX,
+    CollateFn,
+    ExampleFn,
+    Manifest,
+    ShardBatchStream,
+    ShardReader,
+    load_manifest,
+)
 
 log = logging.getLogger(__name__)
 SPLITS: dict[str, str] = {"train": "train", "validate": "validate", "test": "test", "predict": "test"}
@@ -146,14 +154,21 @@ class ShardDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> ResumableLoader:
         return self._loader("test", train=False)
 
-    def skipped_counts(self, stage: str = "train") -> dict[str, int]:
-        """Samples skipped on this rank by reason: cumulative for `train`, last pass for `validate`/`test`."""
+    def data_counts(self, stage: str = "train") -> dict[str, int]:
+        """This rank's data events: `skipped/<reason>` and e.g. `truncated`; cumulative for `train`, last pass
+        for `validate`/`test`."""
         loader = self._loaders.get(stage)
-        return dict(loader.skipped) if loader is not None else {}
+        return dict(loader.counts) if loader is not None else {}
+
+    def skipped_counts(self, stage: str = "train") -> dict[str, int]:
+        """Samples skipped on this rank by reason (see `data_counts`)."""
+        loader = self._loaders.get(stage)
+        return loader.skipped if loader is not None else {}
 
 
 class SkippedSamplesLogger(Callback):
-    """Logs `data/<stage>_skipped/<reason>` and `data/<stage>_skipped` summed over ranks.
+    """Logs `data/<stage>_skipped` (total), `data/<stage>/skipped/<reason>` and other data events (e.g.
+    `data/<stage>/truncated`), summed over ranks.
 
     Training counts are cumulative over the run (they survive a resume); validation/test counts are per
     pass. Counts are gathered as objects first so every rank logs the same keys (no DDP mismatch).
@@ -164,11 +179,12 @@ class SkippedSamplesLogger(Callback):
         if not isinstance(datamodule, ShardDataModule):
             return
         total: Counter[str] = Counter()
-        for counts in gather_objects(datamodule.skipped_counts(stage)):
+        for counts in gather_objects(datamodule.data_counts(stage)):
             total.update(counts)
-        pl_module.log(f"data/{stage}_skipped", float(sum(total.values())), rank_zero_only=True)
-        for reason, count in sorted(total.items()):
-            pl_module.log(f"data/{stage}_skipped/{reason}", float(count), rank_zero_only=True)
+        skipped = sum(count for name, count in total.items() if name.startswith(SKIPPED_PREFIX))
+        pl_module.log(f"data/{stage}_skipped", float(skipped), rank_zero_only=True)
+        for name, count in sorted(total.items()):
+            pl_module.log(f"data/{stage}/{name}", float(count), rank_zero_only=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log(trainer, pl_module, "train")

@@ -6,8 +6,9 @@ offsets per shard, built from the tar headers on first use) rather than as one s
 it makes three things simple and exact: reading any (shard, offset) the epoch plan names, resuming at any
 batch without replaying the stream, and splitting one rank's batches among workers.
 
-Each worker builds whole batches (decode, augment, collate) and yields `(batch, skipped)` where
-`skipped` counts the samples dropped from that batch by reason; the resumable loader strips and sums them.
+Each worker builds whole batches (decode, augment, collate) and yields `(batch, counts)` where `counts`
+holds the samples dropped from that batch by reason (and other per-sample events); the resumable loader
+strips and sums them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 # Exceptions a decoder raises on broken data (PIL: OSError/SyntaxError; json: ValueError; missing keys:
 # KeyError). Anything else is a bug and must surface.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, SyntaxError, TypeError)
+# Per-batch counts travel with the batch as {name: count}: "skipped/<reason>" for dropped samples, and
+# any name an example builder lists under EVENTS_KEY for kept samples worth counting (e.g. "truncated").
+SKIPPED_PREFIX = "skipped/"
+EVENTS_KEY = "_events"
 MAX_SKIP_WARNINGS = 20  # per worker; later skips are still counted, and logged at DEBUG level
 
 
@@ -285,16 +290,18 @@ class ShardBatchStream(IterableDataset):
         try:
             sample = reader.read(shard_index, offset)
             sample.lookup = lookup
-            return self.make_example(sample, rng)
+            example = self.make_example(sample, rng)
+            skipped.update(example.pop(EVENTS_KEY, ()))
+            return example
         except SkipSample as error:
             reason, detail = error.reason, error.detail
         except DECODE_ERRORS as error:
             reason, detail = f"decode-error-{type(error).__name__}", str(error)
-        skipped[reason] += 1
+        skipped[SKIPPED_PREFIX + reason] += 1
         where = f"{self.manifest.shards[shard_index].name}: sample {offset}"
         if sample is not None:
             where += f" ({sample.key})"
-        total = sum(skipped.values())
+        total = sum(count for name, count in skipped.items() if name.startswith(SKIPPED_PREFIX))
         level = logging.WARNING if total <= MAX_SKIP_WARNINGS else logging.DEBUG
         log.log(
             level, "%s skipped, %s: %s (worker %d: %d skipped in this batch)", where, reason, detail, worker_id, total
@@ -320,7 +327,7 @@ class ShardBatchStream(IterableDataset):
                     yield last_good, dict(skipped)
                 elif last_good is not None:
                     # Keep the step count identical on every rank: repeat this worker's previous batch.
-                    skipped["batch-repeated"] += 1
+                    skipped[SKIPPED_PREFIX + "batch-repeated"] += 1
                     log.warning(
                         "every sample of batch %d on rank %d was skipped; repeating the previous batch",
                         index,
@@ -330,8 +337,9 @@ class ShardBatchStream(IterableDataset):
                 else:
                     raise RuntimeError(
                         f"every sample of batch {index} (rank {self.rank}, worker {worker}) of split "
-                        f"{self.manifest.split!r} failed to decode ({dict(skipped)}); check the shards in "
-                        f"{self.manifest.directory} (re-run prepare)"
+                        f"{self.manifest.split!r} was skipped ({dict(skipped)}) and there is no earlier batch to "
+                        f"repeat; see the warnings above (fix the options or re-run prepare on "
+                        f"{self.manifest.directory})"
                     )
         finally:
             reader.close()
