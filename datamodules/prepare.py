@@ -16,8 +16,9 @@ import json
 import multiprocessing
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -235,16 +236,56 @@ def build_sample(record: CXRRecord) -> SampleResult:
     return SampleResult(record.key, members, None, image.conversions, stats)
 
 
-def _results(records: list[CXRRecord], options: PrepareOptions, stack: list[Any]) -> Iterator[SampleResult]:
-    """Results in the order of `records`, from this process or a pool (appended to `stack` for cleanup)."""
-    if options.workers == 1 or len(records) < 2:
-        _init_worker(options)
-        return map(build_sample, records)
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(options.workers, initializer=_init_worker, initargs=(options,))
-    stack.append(pool)
-    chunksize = max(1, min(16, len(records) // (options.workers * 8)))
-    return pool.imap(build_sample, records, chunksize=chunksize)
+def build_samples(records: list[CXRRecord]) -> list[SampleResult]:
+    """`build_sample` over a chunk (one inter-process round trip per chunk)."""
+    return [build_sample(record) for record in records]
+
+
+class _Results:
+    """Sample results in the order of `records`, from this process (workers=1) or a process pool.
+
+    At most `4 x workers` chunks are in flight: a slow sample (an LLM timeout) then cannot let the
+    other workers pile encoded images up in memory, and a worker that dies (out of memory)
+    raises `BrokenProcessPool` here instead of hanging the run.
+    """
+
+    def __init__(self, records: list[CXRRecord], options: PrepareOptions) -> None:
+        self.executor: ProcessPoolExecutor | None = None
+        if options.workers == 1 or len(records) < 2:
+            _init_worker(options)
+            self.iterator: Iterator[SampleResult] = map(build_sample, records)
+            return
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self.executor = ProcessPoolExecutor(
+            options.workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=(options,),
+        )
+        chunksize = max(1, min(8, len(records) // (options.workers * 8)))
+        chunks = [records[start : start + chunksize] for start in range(0, len(records), chunksize)]
+        self.iterator = self._ordered(chunks, ahead=options.workers * 4)
+
+    def _ordered(self, chunks: list[list[CXRRecord]], ahead: int) -> Iterator[SampleResult]:
+        assert self.executor is not None
+        window: deque[Future[list[SampleResult]]] = deque()
+        for chunk in chunks:
+            window.append(self.executor.submit(build_samples, chunk))
+            if len(window) >= ahead:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
+
+    def __iter__(self) -> Iterator[SampleResult]:
+        return self
+
+    def __next__(self) -> SampleResult:
+        return next(self.iterator)
+
+    def close(self) -> None:
+        """Stop the workers (also after an error or Ctrl-C); a no-op for in-process runs."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------- the run
@@ -301,17 +342,14 @@ def run_prepare(
             else:
                 states[(split, plan.index)] = state
     records = [record for plan in pending for record in plan.records]
-    stack: list[Any] = []
+    results = _Results(records, options)
     try:
-        results = _results(records, options, stack)
         with tqdm(total=len(records), desc="prepare", unit="image", disable=not options.progress) as bar:
             for plan in pending:
                 states[(plan.split, plan.index)] = _write_shard(plan, out / plan.split, results)
                 bar.update(len(plan.records))
     finally:
-        for pool in stack:
-            pool.terminate()
-            pool.join()
+        results.close()
     manifests = {}
     for split in SPLITS:
         split_states = [states[(split, plan.index)] for plan in plans[split]]
@@ -379,7 +417,8 @@ def prepare_mimic_cxr(
     """`lit-medxchat data prepare mimic-cxr`: a MIMIC-CXR-JPG tree (and its reports) to shards."""
     from datamodules.sources.mimic_cxr import load_mimic_cxr
 
-    return run_prepare(load_mimic_cxr(root, reports), out, options or PrepareOptions())
+    options = options or PrepareOptions()
+    return run_prepare(load_mimic_cxr(root, reports, options.progress), out, options)
 
 
 def prepare_iu_xray(
@@ -392,7 +431,8 @@ def prepare_iu_xray(
     """`lit-medxchat data prepare iu-xray`: Open-i XML reports and PNG images to shards."""
     from datamodules.sources.iu_xray import load_iu_xray
 
-    return run_prepare(load_iu_xray(reports, images, views_csv), out, options or PrepareOptions())
+    options = options or PrepareOptions()
+    return run_prepare(load_iu_xray(reports, images, views_csv, options.progress), out, options)
 
 
 __all__ = [

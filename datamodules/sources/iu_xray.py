@@ -127,7 +127,9 @@ def iu_view(raw: str) -> str:
     return "PA" if value == "FRONTAL" else view_class(value)
 
 
-def load_iu_xray(reports: str | Path, images: str | Path, views_csv: str | Path | None = None) -> SourceScan:
+def load_iu_xray(
+    reports: str | Path, images: str | Path, views_csv: str | Path | None = None, progress: bool = True
+) -> SourceScan:
     """Plan the samples of the IU X-ray collection; every XML and every image is a record or skipped."""
     reports, images = Path(reports), Path(images)
     if not images.is_dir():
@@ -148,7 +150,9 @@ def load_iu_xray(reports: str | Path, images: str | Path, views_csv: str | Path 
     claimed: set[str] = set()
     planned: list[dict] = []
     num_reports = 0
-    for xml_item, data in tqdm(_iter_xml(reports), desc="read reports", unit="report", leave=False):
+    for xml_item, data in tqdm(
+        _iter_xml(reports), desc="read reports", unit="report", leave=False, disable=not progress
+    ):
         num_reports += 1
         try:
             report = parse_report(data)

@@ -95,11 +95,13 @@ class ReportIndex:
         return self.items.get(study_id, f"s{study_id}.txt")
 
 
-def _scan_images(root: Path) -> list[str]:
+def _scan_images(root: Path, progress: bool = True) -> list[str]:
     """Every image file under ROOT/files, as sorted paths relative to ROOT with '/' separators."""
     files_dir = root / "files"
     found = []
-    for dirpath, dirnames, files in tqdm(os.walk(files_dir), desc="scan images", unit="dir", leave=False):
+    for dirpath, dirnames, files in tqdm(
+        os.walk(files_dir), desc="scan images", unit="dir", leave=False, disable=not progress
+    ):
         dirnames.sort()
         for name in files:
             if name.lower().endswith(IMAGE_SUFFIXES):
@@ -116,7 +118,7 @@ def _default_reports(root: Path) -> Path | None:
     return None
 
 
-def load_mimic_cxr(root: str | Path, reports: str | Path | None = None) -> SourceScan:
+def load_mimic_cxr(root: str | Path, reports: str | Path | None = None, progress: bool = True) -> SourceScan:
     """Plan the samples of a MIMIC-CXR-JPG tree; see the module docstring for the rules."""
     root = Path(root)
     if not (root / "files").is_dir():
@@ -162,13 +164,13 @@ def load_mimic_cxr(root: str | Path, reports: str | Path | None = None) -> Sourc
             except ValueError as error:
                 scan.skip(None, item, "bad-label-row", f"study {study_id}: {error}; labels from the labeler instead")
 
-    on_disk = set(_scan_images(root))
+    on_disk = set(_scan_images(root, progress))
     claimed: set[str] = set()
     sections_cache: dict[str, ReportSections | None] = {}
     planned: list[dict] = []
     seen: set[str] = set()
     rows = list(read_table(metadata_path, ("dicom_id", "subject_id", "study_id")))
-    for number, row in tqdm(rows, desc="plan samples", unit="image", leave=False):
+    for number, row in tqdm(rows, desc="plan samples", unit="image", leave=False, disable=not progress):
         dicom_id = row["dicom_id"]
         subject_id, study_id = normalise_id(row["subject_id"]), normalise_id(row["study_id"])
         item = f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}/{dicom_id}.jpg"
