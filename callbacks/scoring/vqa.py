@@ -59,6 +59,7 @@ _AFFIRMATIONS = re.compile(r"\b(?:yes|there (?:is|are)|present|seen|noted|shows?
 def normalise_answer(text: str) -> str:
     """Lower-case, fold punctuation/hyphens to spaces, drop articles, map synonyms (rule 1)."""
     text = text.lower().replace("\u2019", "'").replace("n't", " n't")
+    text = re.sub(r"'(?!t\b)", " ", text)  # quotes go; the negation clitic n't stays
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
     for pattern, repl in _PHRASES:
         text = re.sub(pattern, repl, text)
