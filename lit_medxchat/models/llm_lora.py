@@ -137,6 +137,7 @@ def build_llm(options: LLMOptions, tokenizer: PreTrainedTokenizerBase) -> PreTra
 
     Random weights (from `options.config`) depend on the torch RNG: build under `seeded_init`.
     """
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = resolve_dtype(options.frozen_dtype)
@@ -159,13 +160,15 @@ def build_llm(options: LLMOptions, tokenizer: PreTrainedTokenizerBase) -> PreTra
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
+        _check_heads(overrides)
         try:
             config = AutoConfig.for_model(model_type, **overrides)
         except ValueError as error:
             raise ValueError(
                 f"llm.config.model_type={model_type!r} is not a known transformers model type (e.g. 'llama')."
             ) from error
-        _check_heads(config)
+        except StrictDataclassError as error:  # transformers 5 configs validate themselves
+            raise ValueError(f"llm.config={dict(options.config)} is invalid: {error}") from error
         try:
             llm = AutoModelForCausalLM.from_config(config, dtype=dtype, **extra)
         except ValueError as error:
@@ -175,8 +178,8 @@ def build_llm(options: LLMOptions, tokenizer: PreTrainedTokenizerBase) -> PreTra
     return llm
 
 
-def _check_heads(config) -> None:
-    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+def _check_heads(overrides: dict[str, Any]) -> None:
+    hidden, heads = overrides.get("hidden_size"), overrides.get("num_attention_heads")
     if hidden and heads and hidden % heads:
         raise ValueError(f"llm.config.hidden_size={hidden} is not divisible by llm.config.num_attention_heads={heads}.")
 
@@ -479,7 +482,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         meta = {
             "adapter": asdict(self.adapter_options),
             "vision_hidden_size": self.vision_tower.hidden_size,
-            "llm_hidden_size": self.llm.get_input_embeddings().embedding_dim,
+            "llm_hidden_size": self.adapter.output_proj.out_features,
             "image_size": self.vision_tower.image_size,
             "image_mean": list(self.vision_tower.image_mean),
             "image_std": list(self.vision_tower.image_std),

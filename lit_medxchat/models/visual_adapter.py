@@ -184,6 +184,7 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
     Raises ValueError naming the field for unknown backbones or an image size the patch size does
     not divide.
     """
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPVisionConfig, CLIPVisionModel
 
     if options.name_or_path:
@@ -207,6 +208,7 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
     else:
         overrides = dict(options.config)
         model_type = overrides.pop("model_type", "clip_vision_model")
+        _check_patch_size_values(overrides.get("image_size"), overrides.get("patch_size"), "vision.config")
         try:
             config = AutoConfig.for_model(model_type, **overrides)
         except ValueError as error:
@@ -214,6 +216,8 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
                 f"vision.config.model_type={model_type!r} is not a known transformers model type; use "
                 "'clip_vision_model', 'vit', 'resnet', ... or set vision.name_or_path."
             ) from error
+        except StrictDataclassError as error:  # transformers 5 configs validate themselves
+            raise ValueError(f"vision.config={dict(options.config)} is invalid: {error}") from error
         _check_patch_size(config, "vision.config")
         if isinstance(config, CLIPVisionConfig):
             backbone = CLIPVisionModel(config)
@@ -235,7 +239,7 @@ def _auto_model(factory, field_name: str, value: str) -> nn.Module:
         model = factory()
     except (ValueError, KeyError, OSError) as error:
         raise ValueError(f"{field_name}={value!r} cannot be built as a vision backbone: {error}") from error
-    if not hasattr(model, "config") or "pixel_values" not in model.forward.__code__.co_varnames:
+    if getattr(model, "main_input_name", None) != "pixel_values":
         raise ValueError(
             f"{field_name}={value!r} is not a vision backbone (its forward takes no pixel_values); "
             "use a CLIP vision model, a ViT or a CNN such as ResNet."
@@ -253,8 +257,11 @@ def _feature_width(config) -> int:
 
 
 def _check_patch_size(config, field_name: str) -> None:
-    image_size = _first(getattr(config, "image_size", None), None)
-    patch_size = _first(getattr(config, "patch_size", None), None)
+    _check_patch_size_values(getattr(config, "image_size", None), getattr(config, "patch_size", None), field_name)
+
+
+def _check_patch_size_values(image_size, patch_size, field_name: str) -> None:
+    image_size, patch_size = _first(image_size, None), _first(patch_size, None)
     if image_size is not None and patch_size is not None and int(image_size) % int(patch_size):
         raise ValueError(
             f"{field_name}: image_size={image_size} is not divisible by patch_size={patch_size}; "
