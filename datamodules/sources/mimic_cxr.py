@@ -169,10 +169,14 @@ def load_mimic_cxr(root: str | Path, reports: str | Path | None = None, progress
     sections_cache: dict[str, ReportSections | None] = {}
     planned: list[dict] = []
     seen: set[str] = set()
-    rows = list(read_table(metadata_path, ("dicom_id", "subject_id", "study_id")))
-    for number, row in tqdm(rows, desc="plan samples", unit="image", leave=False, disable=not progress):
-        dicom_id = row["dicom_id"]
-        subject_id, study_id = normalise_id(row["subject_id"]), normalise_id(row["study_id"])
+    # Only the columns we use: 377k full rows would hold ~0.5 GB of strings.
+    rows = [
+        (number, row["dicom_id"], normalise_id(row["subject_id"]), normalise_id(row["study_id"]), row["ViewPosition"])
+        for number, row in read_table(metadata_path, ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    ]
+    for number, dicom_id, subject_id, study_id, view_position in tqdm(
+        rows, desc="plan samples", unit="image", leave=False, disable=not progress
+    ):
         item = f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}/{dicom_id}.jpg"
         split = split_of_image.get(dicom_id)
         if dicom_id in seen:
@@ -206,7 +210,6 @@ def load_mimic_cxr(root: str | Path, reports: str | Path | None = None, progress
         if not sections.conclusion:
             scan.skip(split, item, "no-usable-section", f"{report_index.item(study_id)} has no findings/impression")
             continue
-        view_position = row.get("ViewPosition", "")
         view = view_class(view_position)
         if view == "OTHER":
             scan.convert(split, "view-empty" if not view_position else "view-other")
