@@ -7,6 +7,13 @@ Our own lexicon and rules (docs/labeler.md); pure Python, no downloads, thousand
 
 from __future__ import annotations
 
-from lit_medxchat.labeler.rules import Mention, extract_mentions, label_report, label_reports, split_sentences
+from lit_medxchat.labeler.rules import (
+    Mention,
+    RuleLabeler,
+    extract_mentions,
+    label_report,
+    label_reports,
+    split_sentences,
+)
 
-__all__ = ["Mention", "extract_mentions", "label_report", "label_reports", "split_sentences"]
+__all__ = ["Mention", "RuleLabeler", "extract_mentions", "label_report", "label_reports", "split_sentences"]

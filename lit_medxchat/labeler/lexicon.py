@@ -5,8 +5,9 @@ radiology glossary and can be extended without knowing the matcher. `rules.py` c
 into one alternation per vocabulary (longest phrase first), matched on word boundaries.
 
 Conventions (documented for users in docs/labeler.md):
-- A phrase listed under several labels, or containing a shorter phrase of another label
-  ("nodular opacity" contains "opacity"), counts for all of them.
+- A phrase counts for every label it is listed under; the longest phrase wins at a position,
+  so a longer phrase must be listed under each label it implies ("nodular opacity" under Lung
+  Lesion and Lung Opacity; "kerley b lines" under Edema only, not as a "line").
 - `NON_MENTIONS` are phrases that contain a mention word but are not that finding
   ("pericardial effusion", "pleural line", "lytic lesion"); they block the shorter mention.
 - `ANATOMY` phrases ("heart size", "cardiomediastinal silhouette") are mentions only together
@@ -59,6 +60,8 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         "opacity", "opacities", "opacification", "opacifications", "infiltrate", "infiltrates", "infiltration",
         "density", "densities", "haziness", "hazy opacity", "airspace disease", "air space disease",
         "ground-glass", "ground glass", "ground-glass opacity", "ground glass opacity",
+        "airspace opacity", "airspace opacities", "air space opacity", "air space opacities",
+        "nodular opacity", "nodular opacities", "nodular density", "nodular densities",
     ),
     "Pleural Effusion": (
         "effusion", "effusions", "pleural effusion", "pleural effusions", "pleural fluid", "hydrothorax",

@@ -41,8 +41,3 @@ def phrase_regex(phrases: Iterable[str]) -> re.Pattern[str]:
         raise ValueError("phrase_regex: empty vocabulary")
     return re.compile(r"(?<![\w-])" + _trie_pattern(trie) + r"(?![\w-])")
 
-
-def contained_phrases(phrase: str, vocabulary: Iterable[str]) -> list[str]:
-    """The phrases of `vocabulary` that occur in `phrase` as whole words (itself included)."""
-    padded = f" {phrase} "
-    return [other for other in vocabulary if f" {other} " in padded]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from lit_medxchat.constants import CHEXPERT_LABELS
 from lit_medxchat.labeler import lexicon
-from lit_medxchat.labeler.matcher import contained_phrases, phrase_regex
+from lit_medxchat.labeler.matcher import phrase_regex
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 # CheXpert aggregation over a report: a positive mention anywhere wins, then uncertain, then negated.
@@ -31,8 +31,10 @@ PATHOLOGY_LABELS: tuple[str, ...] = tuple(x for x in CHEXPERT_LABELS if x not in
 SCOPE_WORDS = 6
 QUALIFIER_WORDS = 6
 
-_ABBREVIATIONS = re.compile(r"\b(vs|e\.g|i\.e|dr|approx|no(?=\.\s*\d)|st|mr|mrs)\.", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*\n\s*")
+# A period after these words does not end a sentence ("atelectasis vs. pneumonia").
+_ABBREVIATIONS = frozenset({"vs", "e.g", "i.e", "dr", "approx", "st", "mr", "mrs", "ms", "cf"})
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n[^\S\n]*\n")
+_LAST_WORD = re.compile(r"([\w.]+)\.$")
 _CLAUSE_BREAK = re.compile(
     r"[;:]|,\s*(?:and\s+)?(?=(?:there|the|this|these|it)\b)|\s(?:and|with)\s+(?=(?:there|the)\b)"
 )
@@ -72,30 +74,26 @@ class _Trigger:
 class _Vocabulary:
     """The compiled lexicon: phrase -> labels, phrase -> trigger kind, qualifier polarity."""
 
-    def __init__(self) -> None:
+    def __init__(self, compile_phrases: Callable[[Iterable[str]], re.Pattern[str]] = phrase_regex) -> None:
         labels_of: dict[str, set[str]] = {}
         for label, phrases in lexicon.MENTIONS.items():
             for phrase in phrases:
                 labels_of.setdefault(phrase, set()).add(label)
         for phrase in lexicon.NO_FINDING_EXCLUSIONS:
             labels_of.setdefault(phrase, set()).add(lexicon.NO_FINDING_EXCLUSION)
-        direct = dict(labels_of)
-        # A longer phrase counts for every shorter mention phrase inside it ("nodular opacity").
-        self.labels: dict[str, frozenset[str]] = {
-            phrase: frozenset().union(*(direct[p] for p in contained_phrases(phrase, direct))) for phrase in direct
-        }
+        self.labels: dict[str, tuple[str, ...]] = {p: tuple(sorted(labels)) for p, labels in labels_of.items()}
         anatomy: dict[str, set[str]] = {}
         for label, phrases in lexicon.ANATOMY.items():
             for phrase in phrases:
                 if phrase in self.labels:
                     raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and anatomy; keep one")
                 anatomy.setdefault(phrase, set()).add(label)
-        self.anatomy: dict[str, frozenset[str]] = {phrase: frozenset(labels) for phrase, labels in anatomy.items()}
+        self.anatomy: dict[str, tuple[str, ...]] = {phrase: tuple(sorted(labels)) for phrase, labels in anatomy.items()}
         for phrase in lexicon.NON_MENTIONS:
             if phrase in self.labels or phrase in self.anatomy:
                 raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and a non-mention; keep one")
-            self.labels[phrase] = frozenset()
-        self.mention_re = phrase_regex([*self.labels, *self.anatomy])
+            self.labels[phrase] = ()
+        self.mention_re = compile_phrases([*self.labels, *self.anatomy])
 
         self.triggers: dict[str, tuple[str, bool, bool]] = {}
         groups = (
@@ -114,7 +112,7 @@ class _Vocabulary:
                 if phrase in self.triggers:
                     raise ValueError(f"labeler lexicon: trigger {phrase!r} listed twice; keep it in one list")
                 self.triggers[phrase] = (kind, pre, post)
-        self.trigger_re = phrase_regex(self.triggers)
+        self.trigger_re = compile_phrases(self.triggers)
         self.clause_final = frozenset(lexicon.CLAUSE_FINAL_UNCERTAINTY)
         missing = self.clause_final - set(self.triggers)
         if missing:
@@ -131,30 +129,67 @@ class _Vocabulary:
                 if phrase in self.qualifiers:
                     raise ValueError(f"labeler lexicon: qualifier {phrase!r} listed twice; keep it in one list")
                 self.qualifiers[phrase] = (state, weak)
-        self.qualifier_re = phrase_regex(self.qualifiers)
+        self.qualifier_re = compile_phrases(self.qualifiers)
+
+
+class RuleLabeler:
+    """The labeler with its compiled vocabulary; `label_report` uses one shared instance.
+
+    `compile_phrases` turns a phrase list into a regex; the default builds a character trie
+    (fast). Any builder that matches whole words, longest phrase first, gives the same labels.
+    """
+
+    def __init__(self, compile_phrases: Callable[[Iterable[str]], re.Pattern[str]] = phrase_regex) -> None:
+        self.vocab = _Vocabulary(compile_phrases)
+
+    def mentions(self, text: str) -> list[Mention]:
+        """Every mention in `text` with its state, in reading order."""
+        mentions: list[Mention] = []
+        for index, sentence in enumerate(split_sentences(text)):
+            mentions.extend(_sentence_mentions(sentence, index, self.vocab))
+        return mentions
+
+    def label(self, text: str) -> dict[str, float | None]:
+        """The 14 labels of `text`; all None when it holds no word."""
+        if not isinstance(text, str):
+            raise TypeError(f"label_report: expected report text (str), got {type(text).__name__}")
+        if not _WORD.search(text):
+            return dict.fromkeys(CHEXPERT_LABELS)
+        return aggregate(self.mentions(text))
 
 
 @lru_cache(maxsize=1)
-def _vocabulary() -> _Vocabulary:
+def _default() -> RuleLabeler:
     """Compiled once per process, on first use (no import-time work)."""
-    return _Vocabulary()
+    return RuleLabeler()
 
 
 def split_sentences(text: str, lowercase: bool = True) -> list[str]:
     """Sentences with whitespace collapsed (lower-cased unless `lowercase=False`); empty pieces dropped.
 
-    Sentence ends are ".", "!" or "?" followed by whitespace, or a blank line; abbreviations
-    such as "vs." and "e.g." lose their period first so they do not end a sentence. Decimals
-    ("1.5 cm") never end one (no whitespace after the period). Both casings split identically,
-    so index k of one is sentence k of the other (`Mention.sentence_index`).
+    Sentence ends are ".", "!" or "?" followed by whitespace, or a blank line; a period after an
+    abbreviation such as "vs." or "e.g." ends none. Decimals ("1.5 cm") never end one (no
+    whitespace after the period). Both casings split identically, so index k of one is
+    sentence k of the other (`Mention.sentence_index`).
     """
-    text = _ABBREVIATIONS.sub(lambda m: m.group(1).replace(".", ""), text)
     sentences = []
-    for piece in _SENTENCE_END.split(text):
-        piece = " ".join(piece.split())
-        if piece and _WORD.search(piece):
-            sentences.append(piece.lower() if lowercase else piece)
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.end()
+        if match.group() == ".":
+            word = _LAST_WORD.search(text, start, end)
+            if word and word.group(1).lower() in _ABBREVIATIONS:
+                continue
+        _append_sentence(sentences, text[start:end], lowercase)
+        start = end
+    _append_sentence(sentences, text[start:], lowercase)
     return sentences
+
+
+def _append_sentence(sentences: list[str], piece: str, lowercase: bool) -> None:
+    piece = " ".join(piece.split())
+    if piece and _WORD.search(piece):
+        sentences.append(piece.lower() if lowercase else piece)
 
 
 def _words_between(sentence: str, start: int, end: int, mention_spans: list[tuple[int, int]]) -> int:
@@ -216,6 +251,9 @@ def _qualifier_state(
 
 
 def _clauses(sentence: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause; the cheap test skips the regex for most short sentences."""
+    if not any(mark in sentence for mark in (",", ";", ":", " and t", " with t")):
+        return [(0, len(sentence))]
     bounds = [0]
     for match in _CLAUSE_BREAK.finditer(sentence):
         bounds.extend((match.start(), match.end()))
@@ -258,7 +296,7 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
             continue
         else:
             state = _trigger_state(sentence, start, end, triggers, spans, clause)
-        mentions.extend(Mention(label, state, phrase, index, sentence, start, end) for label in sorted(labels))
+        mentions.extend(Mention(label, state, phrase, index, sentence, start, end) for label in labels)
     return _disjunctions(mentions)
 
 
@@ -277,11 +315,7 @@ def _disjunctions(mentions: list[Mention]) -> list[Mention]:
 
 def extract_mentions(text: str) -> list[Mention]:
     """Every mention in `text` with its state, in reading order (what `label_report` aggregates)."""
-    vocab = _vocabulary()
-    mentions: list[Mention] = []
-    for index, sentence in enumerate(split_sentences(text)):
-        mentions.extend(_sentence_mentions(sentence, index, vocab))
-    return mentions
+    return _default().mentions(text)
 
 
 def aggregate(mentions: Iterable[Mention]) -> dict[str, float | None]:
@@ -301,16 +335,12 @@ def aggregate(mentions: Iterable[Mention]) -> dict[str, float | None]:
 
 
 def label_report(text: str) -> dict[str, float | None]:
-    """The 14 CheXpert labels of one report text (all None for empty or non-text input).
+    """The 14 CheXpert labels of one report text (all None for empty or whitespace-only text).
 
     Label the section you mean (impression, else findings, as MIMIC-CXR did); this function
     labels exactly the text it is given.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"label_report: expected report text (str), got {type(text).__name__}")
-    if not _WORD.search(text):
-        return dict.fromkeys(CHEXPERT_LABELS)
-    return aggregate(extract_mentions(text))
+    return _default().label(text)
 
 
 def label_reports(texts: Iterable[str]) -> list[dict[str, float | None]]:

@@ -133,6 +133,11 @@ def test_pseudo_negation_keeps_the_finding_positive():
     assert label_report("No significant interval change in cardiomegaly.")["Cardiomegaly"] == 1.0
 
 
+def test_edema_signs_are_not_devices():
+    labels = _nonblank("Kerley B lines and cephalization.")
+    assert labels == {"Edema": 1.0}
+
+
 def test_non_mentions_are_not_findings():
     labels = _nonblank("Small pericardial effusion. Visceral pleural line is not seen. Lytic lesion of the humerus.")
     assert "Pleural Effusion" not in labels
@@ -213,8 +218,13 @@ def test_label_reports_keeps_order_and_length():
 
 
 def test_sentences_split_at_ends_not_at_decimals_or_abbreviations():
-    sentences = split_sentences("A 1.5 cm nodule. Atelectasis vs. pneumonia.\n\nIMPRESSION: none", lowercase=False)
-    assert sentences == ["A 1.5 cm nodule.", "Atelectasis vs pneumonia.", "IMPRESSION: none"]
+    text = "A 1.5 cm nodule. Atelectasis vs. pneumonia, e.g. in the base.\n\nIMPRESSION:\n  none"
+    assert split_sentences(text, lowercase=False) == [
+        "A 1.5 cm nodule.",
+        "Atelectasis vs. pneumonia, e.g. in the base.",
+        "IMPRESSION: none",
+    ]
+    assert split_sentences(text)[1] == "atelectasis vs. pneumonia, e.g. in the base."
 
 
 def test_mentions_point_into_their_sentence():
