@@ -377,3 +377,22 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
     else:
         raise FileNotFoundError(f"{path}: no such checkpoint file or exported folder")
     return module.to(map_location).eval()
+
+
+def tiny_view_kwargs(image_size: int = 32) -> dict[str, Any]:
+    """`ViewClassifier` arguments for a random-weight ViT that trains in milliseconds (tests, CPU demos)."""
+    config = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": image_size,
+        "patch_size": 8,
+    }
+    return {"config": config, "image_size": image_size, "learning_rate": 1e-3}
+
+
+def tiny_findings_kwargs(image_size: int = 32) -> dict[str, Any]:
+    """`FindingsClassifier` arguments for a random-weight 4-stage x 1-block ResNet (tests, CPU demos)."""
+    config = {"embedding_size": 8, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1]}
+    return {"config": config, "image_size": image_size, "learning_rate": 1e-3}

@@ -48,18 +48,67 @@ _BUILTIN_TOKENIZER_CORPUS: tuple[str, ...] = (
 
 
 def build_clip_tokenizer(name_or_path: str | None, vocab_size: int, max_length: int):
-    """SD's CLIP tokenizer from a folder / hub id, or a small one trained here on a built-in corpus.
+    """SD's CLIP tokenizer from a folder / hub id, or a small one learnt here from a built-in corpus.
 
-    The built-in one is deterministic (same corpus, same ids) and is saved with every export.
+    The built-in one must give the same ids every time the model is rebuilt from its
+    hyper-parameters (export, resume), and the `tokenizers` BPE trainer breaks ties in hash
+    order, so the merges are learnt by `learn_bpe_merges` (ties broken by the pair itself).
     """
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
     if name_or_path is not None:
         tokenizer = CLIPTokenizer.from_pretrained(name_or_path)
-    else:
-        tokenizer = CLIPTokenizer().train_new_from_iterator(list(_BUILTIN_TOKENIZER_CORPUS), vocab_size)
+        tokenizer.model_max_length = max_length
+        return tokenizer
+    base = CLIPTokenizer()
+    backend = base.backend_tokenizer
+    special = [base.bos_token, base.eos_token]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    symbols = alphabet + [char + "</w>" for char in alphabet]
+    if vocab_size < len(special) + len(symbols):
+        raise ValueError(
+            f"`tokenizer_vocab_size`={vocab_size} is below the {len(special) + len(symbols)} byte-level base symbols "
+            "of a CLIP tokenizer: use at least that many"
+        )
+    words: dict[tuple[str, ...], int] = {}
+    for text in _BUILTIN_TOKENIZER_CORPUS:
+        for piece, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
+            word = (*piece[:-1], piece[-1] + "</w>")
+            words[word] = words.get(word, 0) + 1
+    merges = learn_bpe_merges(words, vocab_size - len(special) - len(symbols))
+    vocab = {token: index for index, token in enumerate([*special, *symbols, *("".join(m) for m in merges)])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(merges))
     tokenizer.model_max_length = max_length
     return tokenizer
+
+
+def learn_bpe_merges(words: dict[tuple[str, ...], int], num_merges: int) -> list[tuple[str, str]]:
+    """Byte-pair merges of `words` (symbol tuples -> counts): most frequent pair first, ties by the pair."""
+    merges: list[tuple[str, str]] = []
+    words = dict(words)
+    for _ in range(num_merges):
+        counts: dict[tuple[str, str], int] = {}
+        for word, count in words.items():
+            for pair in zip(word[:-1], word[1:], strict=True):
+                counts[pair] = counts.get(pair, 0) + count
+        if not counts:
+            break
+        best = max(counts.items(), key=lambda item: (item[1], item[0]))[0]
+        merges.append(best)
+        merged: dict[tuple[str, ...], int] = {}
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + count
+        words = merged
+    return merges
 
 
 def _vae_factor(vae_config: Any) -> int:
@@ -567,3 +616,48 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
 def load_text_controlnet(folder: str | Path) -> TextControlNet:
     """The exported branch (`CXRDiffusion.export_pretrained`) as a `TextControlNet`."""
     return TextControlNet.from_pretrained(folder)
+
+
+def tiny_diffusion_kwargs(image_size: int = 32) -> dict[str, Any]:
+    """`CXRDiffusion` arguments for random-weight SD parts that train at ~0.05 s/step on a CPU core.
+
+    A 2x VAE (so 32 px images give 16 px latents), a (16, 32) UNet, a 2-layer CLIP text encoder
+    with a 64-token window, and the built-in 800-token tokenizer.
+    """
+    return {
+        "vae_config": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "latent_channels": 4,
+            "block_out_channels": [8, 16],
+            "down_block_types": ["DownEncoderBlock2D"] * 2,
+            "up_block_types": ["UpDecoderBlock2D"] * 2,
+            "layers_per_block": 1,
+            "norm_num_groups": 4,
+        },
+        "unet_config": {
+            "sample_size": image_size // 2,
+            "in_channels": 4,
+            "out_channels": 4,
+            "block_out_channels": [16, 32],
+            "layers_per_block": 1,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+            "norm_num_groups": 4,
+        },
+        "text_encoder_config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+        },
+        "tokenizer_vocab_size": 800,
+        "image_size": image_size,
+        "hint_hidden_dim": 16,
+        "hint_num_heads": 2,
+        "learning_rate": 1e-3,
+        "num_inference_steps": 4,
+    }
