@@ -11,6 +11,7 @@ written last, so a split without a manifest is a split still being prepared.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -310,6 +311,8 @@ def _write_shard(plan: ShardPlan, split_dir: Path, results: Iterator[SampleResul
             else:
                 writer.write(result.key, result.members)
         info = writer.close()
+        if info is None:  # every image skipped: a tar left by an earlier run under this name must go
+            (split_dir / writer.name).unlink(missing_ok=True)
     except BaseException:
         writer.abort()
         raise
@@ -329,6 +332,27 @@ def run_prepare(
 ) -> PrepareResult:
     """Write shards and manifests for every split of `scan` under `out`, reusing finished shards."""
     out = Path(out)
+    with _exclusive(out):
+        return _run_locked(scan, out, options, stream)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Refuse a second prepare writing into the same folder (the lock dies with its process)."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".prepare.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise ValueError(
+                f"{out}: another `lit-medxchat data prepare` is writing here; wait for it to end"
+            ) from error
+        yield
+
+
+def _run_locked(scan: SourceScan, out: Path, options: PrepareOptions, stream: TextIO | None) -> PrepareResult:
     plans = plan_shards(scan.records, options)
     states: dict[tuple[str, int], dict[str, Any]] = {}
     pending: list[ShardPlan] = []
@@ -391,7 +415,12 @@ def _write_split_manifest(
 
 
 def print_summary(result: PrepareResult, stream: TextIO) -> None:
-    """Per-split sample/shard counts, skipped and converted items by reason, dialogue statistics."""
+    """Source counts, per-split sample/shard counts, skipped and converted items by reason, dialogue statistics."""
+    source = next(iter(result.manifests.values()))["source"]
+    counts = {name: value for name, value in source.items() if isinstance(value, int)}
+    print(
+        f"source {source.get('kind')}: " + ", ".join(f"{name} {value}" for name, value in counts.items()), file=stream
+    )
     print(f"{'split':<10}{'samples':>9}{'shards':>8}{'reused':>8}{'skipped':>9}", file=stream)
     for split, manifest in result.manifests.items():
         print(

@@ -109,11 +109,16 @@ def _scan_images(root: Path, progress: bool = True) -> list[str]:
     return sorted(found)
 
 
-def _default_reports(root: Path) -> Path | None:
-    """ROOT/files when it holds `sNNN.txt` reports (the built-in dataset, or reports unpacked in place)."""
+def _default_reports(root: Path, patients_to_check: int = 50) -> Path | None:
+    """ROOT/files when its patient folders hold `sNNN.txt` reports (the built-in dataset, or reports
+    unpacked in place); only the first `patients_to_check` patient folders are looked at, so a
+    370k-image tree without reports is not walked a second time."""
     files_dir = root / "files"
-    for _, _, files in os.walk(files_dir):
-        if any(name.startswith("s") and name.endswith(".txt") for name in files):
+    patients = (patient for group in sorted(files_dir.glob("p*")) for patient in sorted(group.glob("p*")))
+    for checked, patient in enumerate(patients):
+        if checked >= patients_to_check:
+            break
+        if any(patient.glob("s*.txt")):
             return files_dir
     return None
 

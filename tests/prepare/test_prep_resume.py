@@ -120,3 +120,18 @@ def test_damaged_shards_and_changed_options_are_rebuilt(tmp_path):
         "shard-000001.tar",
     ]
     assert rebuilt.manifests["train"]["options"]["image_size"] == 56
+
+
+def test_a_second_prepare_into_the_same_folder_is_refused(tmp_path):
+    import fcntl
+
+    import pytest
+
+    tree = make_mimic_tree(tmp_path / "src", num_subjects=1, studies_per_subject=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".prepare.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another"):
+            prepare_mimic_cxr(tree.root, out, options=PrepareOptions(image_size=32, workers=1, progress=False))
+        assert not (out / "train").exists()
