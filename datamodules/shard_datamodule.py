@@ -92,7 +92,8 @@ class ShardDataModule(pl.LightningDataModule):
         return 0, 1
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "validate"), "validate": ("validate",), "test": ("test",), "predict": ("test",)}
+        # `validate` is read lazily under `fit`: a run without a validation split (or validation step) is fine.
+        wanted = {"fit": ("train",), "validate": ("validate",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage or "fit", ("train", "validate", "test")):
             if split not in self.manifests:
                 self.manifests[split] = load_manifest(self.data_dir, split)

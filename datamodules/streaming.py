@@ -39,6 +39,10 @@ EVENTS_KEY = "_events"
 MAX_SKIP_WARNINGS = 20  # per worker; later skips are still counted, and logged at DEBUG level
 
 
+class ShardMismatchError(RuntimeError):
+    """A shard disagrees with its manifest (sample count); never skipped: the split must be re-prepared."""
+
+
 class SkipSample(Exception):
     """Raised by an example builder for a sample that cannot be used; `reason` becomes a metric name."""
 
@@ -155,7 +159,7 @@ class ShardReader:
                 samples[-1][1].append((ext, info.offset_data, info.size))
         expected = self.manifest.shards[shard_index].num_samples
         if len(samples) != expected:
-            raise ValueError(
+            raise ShardMismatchError(
                 f"{path} holds {len(samples)} samples but its manifest says {expected}: the shard changed after "
                 "the manifest was written; re-run prepare"
             )
@@ -280,16 +284,17 @@ class ShardBatchStream(IterableDataset):
     ) -> dict[str, Any] | None:
         rng_epoch = self.epoch if self.shuffle else 0
         rng = np.random.default_rng([self.seed, rng_epoch, shard_index, offset])
-        sample: RawSample | None = None
 
         def lookup(key: str) -> RawSample | None:
             if not self.key_locations or key not in self.key_locations:
                 return None
             return reader.read(*self.key_locations[key])
 
+        # Reading is outside the try: a missing or truncated shard, or one that disagrees with the manifest,
+        # is fatal (every later sample would fail too); only decoding one sample's members may be skipped.
+        sample = reader.read(shard_index, offset)
+        sample.lookup = lookup
         try:
-            sample = reader.read(shard_index, offset)
-            sample.lookup = lookup
             example = self.make_example(sample, rng)
             skipped.update(example.pop(EVENTS_KEY, ()))
             return example
@@ -298,9 +303,7 @@ class ShardBatchStream(IterableDataset):
         except DECODE_ERRORS as error:
             reason, detail = f"decode-error-{type(error).__name__}", str(error)
         skipped[SKIPPED_PREFIX + reason] += 1
-        where = f"{self.manifest.shards[shard_index].name}: sample {offset}"
-        if sample is not None:
-            where += f" ({sample.key})"
+        where = f"{self.manifest.shards[shard_index].name}: sample {offset} ({sample.key})"
         total = sum(count for name, count in skipped.items() if name.startswith(SKIPPED_PREFIX))
         level = logging.WARNING if total <= MAX_SKIP_WARNINGS else logging.DEBUG
         log.log(
