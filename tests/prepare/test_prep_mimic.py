@@ -138,3 +138,21 @@ def test_cli_prepares_and_names_bad_arguments(tmp_path, capsys):
     assert "mimic-cxr-2.0.0-split.csv.gz" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["mimic-cxr", "--out", "x"])
+
+
+def test_llm_options_reach_the_dialogue_builder_and_failures_are_counted(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: every request fails at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tree = make_mimic_tree(tmp_path / "src", num_subjects=1, studies_per_subject=1)
+    argv = ["mimic-cxr", "--root", str(tree.root), "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"]
+    endpoint = f"http://127.0.0.1:{port}/v1"
+    assert (
+        main([*argv, "--image-size", "32", "--llm-endpoint", endpoint, "--llm-model", "m", "--llm-timeout", "2"]) == 0
+    )
+    manifest = json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())
+    assert manifest["options"]["llm_endpoint"] == endpoint and manifest["options"]["llm_model"] == "m"
+    assert manifest["dialogue_stats"]["llm_requests"] == manifest["dialogue_stats"]["llm_fallback"] == 2
+    assert manifest["num_samples"] == 2
