@@ -35,8 +35,8 @@ LEFT_LOBES = (LUL, LLL)
 MU_WATER_PER_MM = 0.02  # linear attenuation of water at ~70 keV effective energy, 1/mm
 BONE_CONTRAST_BOOST = 1.6  # bone attenuates relatively more at radiographic energies than at CT energies
 COARSE_SPACING_MM = 2.5
-NUM_SLABS = 10
-CACHE_VERSION = 4
+NUM_SLABS = 8
+CACHE_VERSION = 5
 
 
 def hu_to_mu(hu: np.ndarray) -> np.ndarray:
@@ -162,10 +162,17 @@ def _slab_stack(
     return SlabStack(np.stack(images), np.array(depths, dtype=np.float32), float(z_max), float(-h_max), fine_mm)
 
 
-def build_anatomy(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, float, float], source: str) -> Anatomy:
+def build_anatomy(
+    hu: np.ndarray,
+    labels: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    source: str,
+    coarse_spacing_mm: float = COARSE_SPACING_MM,
+) -> Anatomy:
     """Preprocess a RAS volume (HU, compact labels, voxel spacing in mm) into an `Anatomy`.
 
     The isocentre is the centre of the lungs' bounding box, so every view is framed on the chest.
+    `coarse_spacing_mm` sets the grid findings are inserted on (tests use a coarser one for speed).
     """
     from scipy import ndimage
 
@@ -187,14 +194,14 @@ def build_anatomy(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, f
     frontal = _slab_stack(mu_full, spacing_mm, origin, beam_axis=1, fine_mm=fine)
     lateral = _slab_stack(mu_full, spacing_mm, origin, beam_axis=0, fine_mm=fine)
 
-    factors = spacing / COARSE_SPACING_MM
+    factors = spacing / coarse_spacing_mm
     mu = ndimage.zoom(mu_full, factors, order=1).astype(np.float32)
     coarse_labels = ndimage.zoom(labels, factors, order=0).astype(np.uint8)
     coarse_lung = np.isin(coarse_labels, RIGHT_LOBES + LEFT_LOBES)
-    lung_depth = (ndimage.distance_transform_edt(coarse_lung) * COARSE_SPACING_MM).astype(np.float32)
+    lung_depth = (ndimage.distance_transform_edt(coarse_lung) * coarse_spacing_mm).astype(np.float32)
     heart = coarse_labels == HEART
     if heart.any():
-        heart_dist = (ndimage.distance_transform_edt(~heart) * COARSE_SPACING_MM).astype(np.float32)
+        heart_dist = (ndimage.distance_transform_edt(~heart) * coarse_spacing_mm).astype(np.float32)
     else:
         heart_dist = np.full(mu.shape, 1e6, dtype=np.float32)
     return Anatomy(
@@ -203,7 +210,7 @@ def build_anatomy(hu: np.ndarray, labels: np.ndarray, spacing_mm: tuple[float, f
         lung_depth_mm=lung_depth,
         heart_dist_mm=heart_dist,
         origin_mm=origin,
-        spacing_mm=COARSE_SPACING_MM,
+        spacing_mm=float(coarse_spacing_mm),
         frontal=frontal,
         lateral=lateral,
         source=source,

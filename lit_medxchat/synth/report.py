@@ -74,11 +74,11 @@ def _effusion(f: Finding, rng, short: bool) -> str:
 
 
 def _consolidation(f: Finding, rng, short: bool) -> str:
+    """Always says "opacity" and "consolidation": the finding sets both Lung Opacity and Consolidation."""
     pneumonia = f.labels.get("Pneumonia")
     density = {"mild": "patchy", "moderate": "focal", "severe": "dense"}[f.severity]
-    base = f"{density} consolidation in the {f.location}"
     if pneumonia == 1.0:
-        tail = _pick(rng, [", consistent with pneumonia.", " compatible with pneumonia."])
+        tail = _pick(rng, [", consistent with pneumonia.", ", compatible with pneumonia."])
     elif pneumonia == -1.0:
         tail = _pick(
             rng, [", concerning for pneumonia.", ", which may represent pneumonia.", "; pneumonia is possible."]
@@ -86,8 +86,18 @@ def _consolidation(f: Finding, rng, short: bool) -> str:
     else:
         tail = "."
     if short:
-        return f"{f.location.capitalize()} consolidation" + tail
-    text = _pick(rng, ["There is ", "New ", ""]) + base
+        text = _pick(
+            rng,
+            [
+                f"{f.location} opacity consistent with consolidation",
+                f"{density} {f.location} consolidation and opacity",
+            ],
+        )
+    else:
+        text = (
+            _pick(rng, ["There is ", "New ", ""])
+            + f"{density} opacity in the {f.location} consistent with consolidation"
+        )
     return text[0].upper() + text[1:] + tail
 
 
