@@ -172,6 +172,7 @@ def load_mimic_cxr(root: str | Path, reports: str | Path | None = None, progress
     on_disk = set(_scan_images(root, progress))
     claimed: set[str] = set()
     sections_cache: dict[str, ReportSections | None] = {}
+    section_dicts: dict[str, dict[str, str | None]] = {}  # one dict per study, shared by its images
     planned: list[dict] = []
     seen: set[str] = set()
     # Only the columns we use: 377k full rows would hold ~0.5 GB of strings.
@@ -231,7 +232,7 @@ def load_mimic_cxr(root: str | Path, reports: str | Path | None = None, progress
                 view_position=view_position,
                 image_path=str(root / item),
                 image_item=item,
-                sections=sections.as_dict(),
+                sections=section_dicts.setdefault(study_id, sections.as_dict()),
                 labels=labels_of_study[study_id],
                 source="mimic-cxr",
             )
