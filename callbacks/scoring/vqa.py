@@ -3,7 +3,8 @@
 Answer-matching rule (a generated answer is a free sentence; the reference carries a short canonical
 ``answer`` such as ``yes``, ``right lower lobe`` or ``moderate``):
 
-1. Normalise both: lower-case, unicode quotes folded, punctuation and hyphens to spaces, articles
+1. Normalise both: lower-case, quotes dropped, punctuation and hyphens to spaces (decimal points of
+   measurements such as ``1.5 cm`` kept), articles
    (a/an/the) dropped, then synonyms mapped to one canonical word: ``both``/``bilaterally``/
    ``both sides``/``both lungs`` -> ``bilateral``; ``lt``/``rt`` -> ``left``/``right``; ``mild``/
    ``minimal``/``tiny``/``slight`` -> ``small``; ``severe``/``massive``/``extensive`` -> ``large``;
@@ -60,7 +61,8 @@ def normalise_answer(text: str) -> str:
     """Lower-case, fold punctuation/hyphens to spaces, drop articles, map synonyms (rule 1)."""
     text = text.lower().replace("\u2019", "'").replace("n't", " n't")
     text = re.sub(r"'(?!t\b)", " ", text)  # quotes go; the negation clitic n't stays
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    text = re.sub(r"[^a-z0-9'. ]+", " ", text)
+    text = re.sub(r"\.(?!(?<=[0-9]\.)[0-9])", " ", text)  # periods go, decimal points (1.5 cm) stay
     for pattern, repl in _PHRASES:
         text = re.sub(pattern, repl, text)
     words = [_WORDS.get(w, w) for w in text.split() if w not in _ARTICLES]
