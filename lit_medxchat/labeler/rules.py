@@ -34,7 +34,6 @@ QUALIFIER_WORDS = 6
 # A period after these words does not end a sentence ("atelectasis vs. pneumonia").
 _ABBREVIATIONS = frozenset({"vs", "e.g", "i.e", "dr", "approx", "st", "mr", "mrs", "ms", "cf"})
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n[^\S\n]*\n")
-_LAST_WORD = re.compile(r"([\w.]+)\.$")
 _CLAUSE_BREAK = re.compile(
     r"[;:]|,\s*(?:and\s+)?(?=(?:there|the|this|these|it)\b)|\s(?:and|with)\s+(?=(?:there|the)\b)"
 )
@@ -176,14 +175,17 @@ def split_sentences(text: str, lowercase: bool = True) -> list[str]:
     start = 0
     for match in _SENTENCE_END.finditer(text):
         end = match.end()
-        if match.group() == ".":
-            word = _LAST_WORD.search(text, start, end)
-            if word and word.group(1).lower() in _ABBREVIATIONS:
-                continue
+        if match.group() == "." and _last_word(text[max(start, end - 8) : end - 1]) in _ABBREVIATIONS:
+            continue
         _append_sentence(sentences, text[start:end], lowercase)
         start = end
     _append_sentence(sentences, text[start:], lowercase)
     return sentences
+
+
+def _last_word(text: str) -> str:
+    words = text.split()
+    return words[-1].lower() if words else ""
 
 
 def _append_sentence(sentences: list[str], piece: str, lowercase: bool) -> None:
