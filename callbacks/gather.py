@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 
 
 def _distributed() -> bool:
@@ -74,7 +75,8 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 class CorpusMetricCallback(Callback):
     """Collect items per batch, gather them at epoch end, score on rank 0, log everywhere.
 
-    Subclasses implement `collect` (outputs of one step -> items, small and picklable) and `score`
+    Subclasses implement `collect` (outputs of one step -> items; a step returning None is counted as
+    a batch without outputs and reported at epoch end, small and picklable) and `score`
     (all items -> ``{name: value}``, value None/nan when undefined: such values are not logged but stay
     in `last_scores`). Hooks run for validation (``val/`` keys) and test (``test/`` keys). During
     Lightning's sanity check nothing is scored (unless ``score_sanity_check``), which keeps the first
@@ -85,6 +87,8 @@ class CorpusMetricCallback(Callback):
         super().__init__()
         self.score_sanity_check = score_sanity_check
         self._items: list[Any] = []
+        self._batches_without_outputs = 0
+        self.last_batches_without_outputs = 0
         self.last_scores: dict[str, float | None] = {}
         self.last_items: list[Any] = []
 
@@ -101,6 +105,7 @@ class CorpusMetricCallback(Callback):
     # --- Lightning hooks ----------------------------------------------------------------------------
     def _reset(self) -> None:
         self._items = []
+        self._batches_without_outputs = 0
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
@@ -109,10 +114,13 @@ class CorpusMetricCallback(Callback):
         self._reset()
 
     def _batch_end(self, outputs: Any, batch: Any, pl_module: LightningModule) -> None:
-        if outputs is None:
-            raise ValueError(
-                f"{type(self).__name__}: the model's validation/test step returned None; it must return the "
-                "output dict documented in docs/metrics.md"
+        if outputs is None:  # e.g. the diffusion model generates on its first few validation batches only
+            self._batches_without_outputs += 1
+            return
+        if not isinstance(outputs, dict):
+            raise TypeError(
+                f"{type(self).__name__}: the validation/test step returned {type(outputs).__name__}; it must return "
+                "the output dict documented in docs/metrics.md (or None for a batch not to score)"
             )
         self._items.extend(self.collect(outputs, batch, pl_module))
 
@@ -126,7 +134,13 @@ class CorpusMetricCallback(Callback):
 
     def _epoch_end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         items = gather_lists(self._items)
-        self._items = []
+        skipped = sum(gather_objects(self._batches_without_outputs))
+        self.last_batches_without_outputs = skipped
+        if skipped:
+            rank_zero_info(
+                f"{type(self).__name__}: {len(items)} items scored; {skipped} {stage} batches returned no outputs "
+                "and were not scored"
+            )
         scores = self.score(items) if global_rank() == 0 else None
         scores = broadcast_object(scores)
         self.last_scores, self.last_items = scores, items
@@ -136,6 +150,7 @@ class CorpusMetricCallback(Callback):
             pl_module.log(f"{stage}/{name}", float(value), on_epoch=True, sync_dist=False, add_dataloader_idx=False)
         if global_rank() == 0:
             self.log_samples(trainer, items, stage)
+        self._reset()  # free memory until the next epoch
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking and not self.score_sanity_check:

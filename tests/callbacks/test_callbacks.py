@@ -109,9 +109,12 @@ def test_samples_go_to_wandb_only_when_asked(tmp_path, monkeypatch):
     assert any(n.endswith(".png") for n in files[True]), files[True]
 
 
-def test_step_returning_none_is_a_clear_error():
+def test_batches_without_outputs_are_counted_and_wrong_outputs_rejected():
     from callbacks.vqa_metrics import VQAMetrics
 
-    with pytest.raises(ValueError, match="returned None"):
-        VQAMetrics()._batch_end(None, None, None)
-    assert torch.is_tensor(image_outputs([0])["labels"])
+    callback = VQAMetrics()
+    callback._batch_end(None, None, None)
+    callback._batch_end(chat_outputs([1, 3]), None, None)
+    assert callback._batches_without_outputs == 1 and len(callback._items) == 2
+    with pytest.raises(TypeError, match="must return"):
+        callback._batch_end(torch.zeros(1), None, None)
