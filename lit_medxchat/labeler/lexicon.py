@@ -179,14 +179,20 @@ STRONG_UNCERTAINTY: tuple[str, ...] = (
 PRE_UNCERTAINTY: tuple[str, ...] = (
     "possible", "possibly", "probable", "probably", "likely", "likely represents", "likely reflects",
     "may", "may represent", "may reflect", "may be", "might", "might represent", "could", "could be",
-    "could represent", "could reflect", "questionable", "question of", "suspicious for", "suspected",
-    "suspect", "concerning for", "concern for", "worrisome for", "suggestive of", "suggesting", "suggests",
+    "could represent", "could reflect", "questionable", "question of", "suspected",
+    "suspect", "concern for", "suggests",
     "suggest", "differential diagnosis includes", "differential includes", "presumed", "presumably",
     "equivocal", "indeterminate", "uncertain", "unclear", "possibility of", "potential", "potentially",
     "borderline", "raising the possibility of", "cannot be distinguished from",
 )
 # Hedges that also work after the mention when they end the clause ("atelectasis, likely.").
 CLAUSE_FINAL_UNCERTAINTY: tuple[str, ...] = ("likely", "probably", "possibly", "presumably", "suspected", "possible")
+# Hedges that link two findings: uncertain on their own ("opacity concerning for pneumonia"),
+# negated when the finding they hang on is negated ("no consolidation to suggest pneumonia").
+LINKING_UNCERTAINTY: tuple[str, ...] = (
+    "to suggest", "suggesting", "suggestive of", "to indicate", "concerning for", "worrisome for",
+    "suspicious for", "to suggest the presence of",
+)
 # Uncertainty after the mention.
 POST_UNCERTAINTY: tuple[str, ...] = (
     "is possible", "are possible", "is likely", "are likely", "is suspected", "are suspected",

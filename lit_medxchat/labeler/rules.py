@@ -41,7 +41,7 @@ _WORD = re.compile(r"[\w/'-]+")
 _DISJUNCTION = re.compile(r"^\s*,?\s*or\s+(?:\w+\s+){0,2}$")
 
 # Trigger kinds.
-_NEG, _UNC, _STRONG, _PSEUDO, _BREAK = "neg", "unc", "strong", "pseudo", "break"
+_NEG, _UNC, _STRONG, _PSEUDO, _BREAK, _LINK = "neg", "unc", "strong", "pseudo", "break", "link"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,7 @@ class _Vocabulary:
             (lexicon.BOTH_NEGATION, _NEG, True, True),
             (lexicon.STRONG_UNCERTAINTY, _STRONG, True, True),
             (lexicon.PRE_UNCERTAINTY, _UNC, True, False),
+            (lexicon.LINKING_UNCERTAINTY, _LINK, True, False),
             (lexicon.POST_UNCERTAINTY, _UNC, False, True),
             (lexicon.BOTH_UNCERTAINTY, _UNC, True, True),
             (lexicon.PSEUDO_NEGATION, _PSEUDO, True, False),
@@ -205,20 +206,41 @@ def _words_between(sentence: str, start: int, end: int, mention_spans: list[tupl
     return count
 
 
+def _pre_kind(sentence: str, start: int, triggers: list[_Trigger], i: int, spans: list, clause: tuple) -> str | None:
+    """Kind of trigger `i` (the nearest before the mention) if it applies to the mention."""
+    before = triggers[i]
+    if before.start < clause[0] or not (before.pre or before.kind == _PSEUDO):
+        return None
+    if _words_between(sentence, before.end, start, spans) > SCOPE_WORDS:
+        return None
+    if before.kind == _LINK:
+        # "no consolidation to suggest pneumonia": the linked finding shares the negation.
+        if i > 0 and triggers[i - 1].kind == _NEG and triggers[i - 1].pre and triggers[i - 1].start >= clause[0]:
+            if _words_between(sentence, triggers[i - 1].end, start, spans) <= SCOPE_WORDS + 3:
+                return _NEG
+        return _UNC
+    return before.kind
+
+
 def _trigger_state(
-    sentence: str, start: int, end: int, triggers: list[_Trigger], spans: list[tuple[int, int]], clause: tuple[int, int]
+    sentence: str,
+    start: int,
+    end: int,
+    triggers: list[_Trigger],
+    starts: list[int],
+    spans: list[tuple[int, int]],
+    clause: tuple[int, int],
 ) -> float:
-    """State of a mention at sentence[start:end] from the nearest trigger on each side in its clause."""
+    """State of a mention at sentence[start:end] from the nearest trigger on each side in its clause.
+
+    `starts` are the triggers' start offsets (sorted), `spans` every mention's (start, end).
+    """
     kinds = set()
-    starts = [t.start for t in triggers]
     i = bisect.bisect_left(starts, start) - 1
     while i >= 0 and triggers[i].end > start:  # a trigger overlapping the mention is no trigger for it
         i -= 1
     if i >= 0:
-        before = triggers[i]
-        if before.start >= clause[0] and (before.pre or before.kind == _PSEUDO):
-            if _words_between(sentence, before.end, start, spans) <= SCOPE_WORDS:
-                kinds.add(before.kind)
+        kinds.add(_pre_kind(sentence, start, triggers, i, spans, clause))
     j = bisect.bisect_left(starts, end)
     if j < len(triggers):
         after = triggers[j]
@@ -277,6 +299,7 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
             post = not sentence[m.end() : clause_end].strip(" .,!?")
         triggers.append(_Trigger(m.start(), m.end(), kind, pre, post))
     spans = [(s, e) for s, e, _ in found]
+    starts = [t.start for t in triggers]
     qualifiers: list[tuple[int, int, float, bool]] | None = None
 
     mentions: list[Mention] = []
@@ -292,12 +315,12 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
             if state is None:
                 continue
             if state == POSITIVE:
-                state = _trigger_state(sentence, start, end, triggers, spans, clause)
+                state = _trigger_state(sentence, start, end, triggers, starts, spans, clause)
             labels = vocab.anatomy[phrase]
         elif not labels:
             continue
         else:
-            state = _trigger_state(sentence, start, end, triggers, spans, clause)
+            state = _trigger_state(sentence, start, end, triggers, starts, spans, clause)
         mentions.extend(Mention(label, state, phrase, index, sentence, start, end) for label in labels)
     return _disjunctions(mentions)
 

@@ -128,6 +128,13 @@ def test_negation_scope_ends_at_but_and_new_clause():
     assert (labels["Pleural Effusion"], labels["Cardiomegaly"]) == (0.0, 1.0)
 
 
+def test_a_negated_finding_negates_what_it_would_suggest():
+    labels = label_report("There is no focal airspace consolidation to suggest pneumonia.")
+    assert (labels["Consolidation"], labels["Pneumonia"]) == (0.0, 0.0)
+    labels = label_report("Right lower lobe opacity, suspicious for pneumonia.")
+    assert (labels["Lung Opacity"], labels["Pneumonia"]) == (1.0, -1.0)
+
+
 def test_pseudo_negation_keeps_the_finding_positive():
     assert label_report("No change in the small left pleural effusion.")["Pleural Effusion"] == 1.0
     assert label_report("No significant interval change in cardiomegaly.")["Cardiomegaly"] == 1.0
