@@ -75,8 +75,11 @@ def _build_image_classifier(
         hf_config = config_cls(**config, **labels)
     except TypeError as error:
         raise ValueError(f"`config` is not a valid {config_cls.__name__}: {error}") from error
-    with seeded_init(init_seed):
-        return model_cls(hf_config)
+    try:
+        with seeded_init(init_seed):
+            return model_cls(hf_config)
+    except ValueError as error:  # e.g. hidden size not divisible by the number of heads
+        raise ValueError(f"`config` does not build a {model_cls.__name__}: {error}") from error
 
 
 def build_view_backbone(
@@ -245,10 +248,14 @@ class ViewClassifier(_ImageClassifier):
         """Softmax over `VIEW_CLASSES`, (B, 4), for images (B, 1|3, H, W) in [0, 1]."""
         return self.logits(self.preprocess(images01)).float().softmax(-1)
 
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Cross-entropy of the batch's `view` indices; returns (loss, logits)."""
+        logits = self.logits(batch["pixel_values"]).float()
+        return F.cross_entropy(logits, batch["view"].long()), logits
+
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        logits = self.logits(batch["pixel_values"])
+        loss, logits = self.compute_loss(batch)
         target = batch["view"].long()
-        loss = F.cross_entropy(logits.float(), target)
         batch_size = target.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=batch_size)
         if stage != "train":
@@ -312,13 +319,20 @@ class FindingsClassifier(_ImageClassifier):
         """Sigmoid probability of each of `CHEXPERT_LABELS`, (B, 14), for images in [0, 1]."""
         return self.logits(self.preprocess(images01)).float().sigmoid()
 
-    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """BCE averaged over the (sample, label) entries `label_mask` keeps; returns (loss, logits)."""
         logits = self.logits(batch["pixel_values"]).float()
         target = batch["labels"].float()
         mask = batch.get("label_mask")
         mask = torch.ones_like(target) if mask is None else mask.float()
         per_label = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        loss = (per_label * mask).sum() / mask.sum().clamp_min(1.0)
+        return (per_label * mask).sum() / mask.sum().clamp_min(1.0), logits
+
+    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        loss, logits = self.compute_loss(batch)
+        target = batch["labels"].float()
+        mask = batch.get("label_mask")
+        mask = torch.ones_like(target) if mask is None else mask.float()
         batch_size = target.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=batch_size)
         if stage != "train":

@@ -12,6 +12,7 @@ sentence, as in the training reports.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,7 +63,6 @@ def build_clip_tokenizer(name_or_path: str | None, vocab_size: int, max_length: 
         tokenizer.model_max_length = max_length
         return tokenizer
     base = CLIPTokenizer()
-    backend = base.backend_tokenizer
     special = [base.bos_token, base.eos_token]
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     symbols = alphabet + [char + "</w>" for char in alphabet]
@@ -71,16 +71,25 @@ def build_clip_tokenizer(name_or_path: str | None, vocab_size: int, max_length: 
             f"`tokenizer_vocab_size`={vocab_size} is below the {len(special) + len(symbols)} byte-level base symbols "
             "of a CLIP tokenizer: use at least that many"
         )
+    merges = _builtin_merges(vocab_size - len(special) - len(symbols))
+    vocab = {token: index for index, token in enumerate([*special, *symbols, *("".join(m) for m in merges)])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(merges))
+    tokenizer.model_max_length = max_length
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_merges(num_merges: int) -> tuple[tuple[str, str], ...]:
+    """Merges learnt from `_BUILTIN_TOKENIZER_CORPUS` under CLIP's normaliser and pre-tokeniser (cached)."""
+    from transformers import CLIPTokenizer
+
+    backend = CLIPTokenizer().backend_tokenizer
     words: dict[tuple[str, ...], int] = {}
     for text in _BUILTIN_TOKENIZER_CORPUS:
         for piece, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
             word = (*piece[:-1], piece[-1] + "</w>")
             words[word] = words.get(word, 0) + 1
-    merges = learn_bpe_merges(words, vocab_size - len(special) - len(symbols))
-    vocab = {token: index for index, token in enumerate([*special, *symbols, *("".join(m) for m in merges)])}
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(merges))
-    tokenizer.model_max_length = max_length
-    return tokenizer
+    return tuple(learn_bpe_merges(words, num_merges))
 
 
 def learn_bpe_merges(words: dict[tuple[str, ...], int], num_merges: int) -> list[tuple[str, str]]:
