@@ -11,9 +11,6 @@ from lit_medxchat.synth.anatomy import Anatomy, build_anatomy
 from lit_medxchat.synth.ct_source import cache_dir
 from lit_medxchat.synth.phantom import build_phantom
 
-# Where a user's real cache lives, read before any test points XDG_CACHE_HOME elsewhere.
-USER_CACHE = cache_dir()
-
 
 @pytest.fixture(scope="session")
 def synth_cache(tmp_path_factory) -> Path:
