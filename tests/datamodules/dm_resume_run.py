@@ -1,0 +1,89 @@
+"""Three fits over the same shards: uninterrupted, stopped mid-epoch with a checkpoint, resumed from it.
+
+Imported by the in-process resume test; run as a script (one process per rank, LOCAL_RANK set by the test)
+for the 2-rank DDP test. Each run records the keys of every training and validation batch it sees.
+Usage: python dm_resume_run.py DATA_DIR OUT_DIR STOP_STEP NUM_WORKERS
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from datamodules.classifier import ClassifierDataModule
+from datamodules.shard_datamodule import SkippedSamplesLogger
+
+
+class KeyRecorder(pl.LightningModule):
+    """A one-layer model that remembers which samples it was fed, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+        self.train_keys: list[list[str]] = []
+        self.val_keys: list[list[str]] = []
+
+    def training_step(self, batch, batch_idx):
+        self.train_keys.append(list(batch["keys"]))
+        return self.layer(batch["pixel_values"].mean(dim=(2, 3))).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.val_keys.append(list(batch["keys"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _trainer(devices: int, root: Path, **options) -> pl.Trainer:
+    strategy = "ddp" if devices > 1 else "auto"
+    options.setdefault("enable_checkpointing", False)
+    return pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root), **options)
+
+
+def _datamodule(data_dir: str, num_workers: int) -> ClassifierDataModule:
+    return ClassifierDataModule(data_dir, batch_size=2, eval_batch_size=2, num_workers=num_workers, image_size=16,
+                                shuffle_window=8, seed=3)
+
+
+def run_all(data_dir: str, out_dir: Path, stop_step: int, num_workers: int, devices: int = 1) -> dict:
+    """Returns (and the caller may save) the key sequences of the three fits for this rank."""
+    whole = KeyRecorder()
+    whole_trainer = _trainer(devices, out_dir, max_epochs=2, callbacks=[SkippedSamplesLogger()])
+    whole_trainer.fit(whole, _datamodule(data_dir, num_workers))
+
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "ckpt", every_n_train_steps=stop_step,
+                                              save_top_k=-1, filename="stop")
+    first = KeyRecorder()
+    first_trainer = _trainer(devices, out_dir, max_steps=stop_step, callbacks=[checkpoint], enable_checkpointing=True)
+    first_trainer.fit(first, _datamodule(data_dir, num_workers))
+
+    second = KeyRecorder()
+    trainer = _trainer(devices, out_dir, max_epochs=2)
+    trainer.fit(second, _datamodule(data_dir, num_workers), ckpt_path=str(out_dir / "ckpt" / "stop.ckpt"))
+    return {
+        "rank": trainer.global_rank,
+        "whole_train": whole.train_keys,
+        "whole_val": whole.val_keys,
+        "first_train": first.train_keys,
+        "second_train": second.train_keys,
+        "second_val": second.val_keys,
+        "logged": {name: float(value) for name, value in whole_trainer.callback_metrics.items()},
+    }
+
+
+def main(argv: list[str]) -> None:
+    data_dir, out_dir, stop_step, num_workers = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
+    result = run_all(data_dir, out_dir, stop_step, num_workers, devices=int(os.environ.get("WORLD_SIZE", "1")))
+    (out_dir / f"rank{result['rank']}.json").write_text(json.dumps(result))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
