@@ -58,7 +58,10 @@ class ReportIndex:
             return
         if location.is_file():
             if not zipfile.is_zipfile(location):
-                raise ValueError(f"--reports {location}: not a zip archive; give mimic-cxr-reports.zip or its folder")
+                raise ValueError(
+                    f"--reports {location}: not a zip archive; give mimic-cxr-reports.zip or the folder it (or a "
+                    ".tar.gz of the reports) was extracted to"
+                )
             self._zip = zipfile.ZipFile(location)
             names = sorted(self._zip.namelist())
         elif location.is_dir():
