@@ -39,6 +39,7 @@ MENTIONS: dict[str, tuple[str, ...]] = {
     "Edema": (
         "edema", "oedema", "vascular congestion", "pulmonary congestion", "interstitial markings",
         "vascular engorgement", "pulmonary vascular engorgement", "fluid overload", "cephalization",
+        "perihilar haziness", "perihilar opacities", "perihilar opacity",
         "kerley b lines", "kerley lines", "chf", "congestive heart failure", "heart failure", "vascular redistribution",
         "interstitial edema", "alveolar edema", "pulmonary edema",
     ),
@@ -94,6 +95,16 @@ MENTIONS: dict[str, tuple[str, ...]] = {
         "monitoring device", "monitoring devices", "lines and tubes", "tubes and lines",
     ),
 }
+
+# Signs of a finding rather than its name: they count only when the sentence does not name the
+# finding itself, whose state then decides ("blunting ... may reflect a small effusion" -> -1).
+SIGNS: tuple[str, ...] = (
+    "blunting of the costophrenic angle", "blunting of the costophrenic angles",
+    "blunting of the right costophrenic angle", "blunting of the left costophrenic angle",
+    "blunting of both costophrenic angles", "blunted costophrenic angle", "blunted costophrenic angles",
+    "costophrenic angle blunting", "fluid layering", "volume loss", "perihilar haziness", "perihilar opacities",
+    "perihilar opacity", "cephalization", "vascular redistribution",
+)
 
 # Phrases that contain a mention word but are not that finding; they map to no label.
 NON_MENTIONS: tuple[str, ...] = (

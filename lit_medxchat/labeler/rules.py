@@ -93,6 +93,10 @@ class _Vocabulary:
                 raise ValueError(f"labeler lexicon: {phrase!r} is both a mention and a non-mention; keep one")
             self.labels[phrase] = ()
         self.mention_re = compile_phrases([*self.labels, *self.anatomy])
+        self.signs = frozenset(lexicon.SIGNS)
+        unknown_signs = self.signs - set(self.labels)
+        if unknown_signs:
+            raise ValueError(f"labeler lexicon: signs {sorted(unknown_signs)} must also be listed in MENTIONS")
 
         self.triggers: dict[str, tuple[str, bool, bool]] = {}
         groups = (
@@ -256,11 +260,12 @@ def _trigger_state(
     return POSITIVE
 
 
-def _qualifier_state(
+def _qualifier(
     sentence: str, start: int, end: int, qualifiers: list[tuple[int, int, float, bool]], clause: tuple[int, int]
-) -> float | None:
-    """Polarity of the nearest qualifier of an anatomy phrase in its clause, strong before weak."""
-    best: tuple[bool, int, float] | None = None
+) -> tuple[int, int, float] | None:
+    """(start, end, polarity) of the nearest qualifier of an anatomy phrase in its clause, strong
+    qualifiers before weak ones; None when there is none within `QUALIFIER_WORDS` words."""
+    best: tuple[bool, int, tuple[int, int, float]] | None = None
     for q_start, q_end, state, weak in qualifiers:
         if q_start < clause[0] or q_end > clause[1] or (q_start < end and q_end > start):
             continue
@@ -268,9 +273,8 @@ def _qualifier_state(
         distance = len(_WORD.findall(sentence, gap_start, gap_end))
         if distance > QUALIFIER_WORDS:
             continue
-        key = (weak, distance, state)
-        if best is None or key[:2] < best[:2]:
-            best = key
+        if best is None or (weak, distance) < best[:2]:
+            best = (weak, distance, (q_start, q_end, state))
     return None if best is None else best[2]
 
 
@@ -311,17 +315,25 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
                 qualifiers = [
                     (q.start(), q.end(), *vocab.qualifiers[q.group()]) for q in vocab.qualifier_re.finditer(sentence)
                 ]
-            state = _qualifier_state(sentence, start, end, qualifiers, clause)
-            if state is None:
+            qualifier = _qualifier(sentence, start, end, qualifiers, clause)
+            if qualifier is None:
                 continue
+            state = qualifier[2]
             if state == POSITIVE:
-                state = _trigger_state(sentence, start, end, triggers, starts, spans, clause)
+                # Hedges and negations sit next to the qualifier: "the heart may be mildly enlarged".
+                at = qualifier[:2] if qualifier[0] >= end else (start, end)
+                state = _trigger_state(sentence, *at, triggers, starts, spans, clause)
             labels = vocab.anatomy[phrase]
         elif not labels:
             continue
         else:
             state = _trigger_state(sentence, start, end, triggers, starts, spans, clause)
         mentions.extend(Mention(label, state, phrase, index, sentence, start, end) for label in labels)
+    if any(m.phrase in vocab.signs for m in mentions):
+        # A sign ("blunting of the costophrenic angle") yields to a named mention of the same finding
+        # in its sentence: "blunting ... may reflect a small effusion" is uncertain, not positive.
+        named = {m.label for m in mentions if m.phrase not in vocab.signs}
+        mentions = [m for m in mentions if m.phrase not in vocab.signs or m.label not in named]
     return _disjunctions(mentions)
 
 

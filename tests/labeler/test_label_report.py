@@ -135,6 +135,19 @@ def test_a_negated_finding_negates_what_it_would_suggest():
     assert (labels["Lung Opacity"], labels["Pneumonia"]) == (1.0, -1.0)
 
 
+def test_a_sign_yields_to_the_named_finding_in_its_sentence():
+    text = "Blunting of the right costophrenic angle may reflect a small pleural effusion."
+    assert label_report(text)["Pleural Effusion"] == -1.0
+    assert label_report("Blunting of the right costophrenic angle.")["Pleural Effusion"] == 1.0
+    labels = label_report("Mild perihilar haziness may reflect mild edema.")
+    assert (labels["Edema"], labels["Lung Opacity"]) == (-1.0, None)
+
+
+def test_hedged_anatomy_is_uncertain():
+    assert label_report("The heart may be mildly enlarged.")["Cardiomegaly"] == -1.0
+    assert label_report("There is no evidence that the heart is enlarged.")["Cardiomegaly"] == 0.0
+
+
 def test_pseudo_negation_keeps_the_finding_positive():
     assert label_report("No change in the small left pleural effusion.")["Pleural Effusion"] == 1.0
     assert label_report("No significant interval change in cardiomegaly.")["Cardiomegaly"] == 1.0
