@@ -57,8 +57,13 @@ _TYPES: dict[str, tuple[tuple[str, str], ...]] = {
     "Pleural Effusion": (("loculated", "loculated"), ("layering", "layering")),
     "Pneumothorax": (("tension", "tension"),),
     "Atelectasis": (("plate", "plate-like"), ("linear", "linear"), ("subsegmental", "subsegmental")),
+    "Consolidation": (
+        ("multifocal", "multifocal"), ("patchy", "patchy"), ("focal", "focal"), ("dense", "dense"), ("lobar", "lobar"),
+    ),
 }
-_BOUNDARY = re.compile(r",|;|:|\band\b|\bwith\b|\bbut\b|\bwhich\b")
+# Where the words describing one finding end: "consistent with" links a finding to its name
+# ("right lower lobe opacity consistent with consolidation"), so it is no boundary.
+_BOUNDARY = re.compile(r",|;|:|\band\b|(?<!consistent )(?<!compatible )\bwith\b|\bbut\b|\bwhich\b")
 
 
 @dataclass(frozen=True)

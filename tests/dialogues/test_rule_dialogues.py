@@ -136,6 +136,19 @@ def test_severity_lesion_size_and_type_questions():
     assert answers[("Lung Lesion", "location")] == "left upper lobe"
 
 
+def test_location_and_type_of_a_finding_named_after_its_sign():
+    sample = make_sample(
+        "d-cons", "Patchy right lower lobe opacity consistent with consolidation.", None, Consolidation=1.0
+    )
+    builder = DialogueBuilder()
+    answers = set()
+    for k in range(12):
+        for turn in _vqa_turns(_build(builder, {**sample, "key": f"c{k}"})):
+            if turn["diagnosis"] == "Consolidation-or-Pneumonia":
+                answers.add((turn["topic"], turn["answer"]))
+    assert answers == {("presence", "yes"), ("location", "right lower lobe"), ("sst", "patchy")}
+
+
 def test_uncertain_findings_are_not_asked_about():
     sample = make_sample("d-unc", None, "Possible left lower lobe pneumonia.", Pneumonia=-1.0)
     builder = DialogueBuilder()
