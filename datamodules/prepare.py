@@ -78,6 +78,8 @@ class PrepareOptions:
 
     def content_options(self) -> dict[str, Any]:
         """The options that shape shard bytes (recorded in manifests and fingerprints; not `workers`)."""
+        from lit_medxchat import __version__ as package_version
+
         return {
             "image_size": self.image_size,
             "jpeg_quality": JPEG_QUALITY,
@@ -86,6 +88,8 @@ class PrepareOptions:
             "llm_endpoint": self.llm_endpoint,
             "llm_model": self.llm_model if self.llm_endpoint else None,
             "pipeline_version": PIPELINE_VERSION,
+            # the labeler and dialogue rules ship with the package: a new release rebuilds the shards
+            "package_version": package_version,
         }
 
 
