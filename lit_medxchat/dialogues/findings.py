@@ -58,7 +58,11 @@ _TYPES: dict[str, tuple[tuple[str, str], ...]] = {
     "Pneumothorax": (("tension", "tension"),),
     "Atelectasis": (("plate", "plate-like"), ("linear", "linear"), ("subsegmental", "subsegmental")),
     "Consolidation": (
-        ("multifocal", "multifocal"), ("patchy", "patchy"), ("focal", "focal"), ("dense", "dense"), ("lobar", "lobar"),
+        ("multifocal", "multifocal"),
+        ("patchy", "patchy"),
+        ("focal", "focal"),
+        ("dense", "dense"),
+        ("lobar", "lobar"),
     ),
 }
 # Where the words describing one finding end: "consistent with" links a finding to its name
@@ -99,15 +103,32 @@ class ReportFacts:
         return tuple(seen.values())
 
     def facts(self, label: str) -> FindingFacts:
-        """Location/size/type of `label` from the first positive mention that states each."""
-        location = size = kind = ""
-        for mention in self.mentions:
-            if mention.label != label or mention.state != 1.0:
-                continue
+        """Location/size/type of `label` from its positive mentions (the first that states each).
+
+        Mentions on opposite sides ("Small right effusion. Trace left effusion.") make the
+        location "bilateral" and leave the size unstated (the two differ). Support devices are
+        distinct objects: their facts come from the first named device alone.
+        """
+        positive = [m for m in self.mentions if m.label == label and m.state == 1.0]
+        if label == "Support Devices":
+            named = [m for m in positive if device_name(m.phrase)]
+            if named:
+                first = named[0]
+                window = _window(first)
+                sentence = self.sentences[first.sentence_index]
+                return FindingFacts(label, (sentence,), parse_location(window), "", device_name(first.phrase))
+        locations: list[str] = []
+        size = kind = ""
+        for mention in positive:
             window = _window(mention)
-            location = location or parse_location(window)
+            if place := parse_location(window):
+                locations.append(place)
             size = size or parse_size(window, label)
             kind = kind or parse_kind(mention.phrase + " " + window, label)
+        location = locations[0] if locations else ""
+        sides = {place.split()[0] for place in locations} & {"right", "left", "bilateral"}
+        if len(sides) > 1:
+            location, size = "bilateral", ""
         return FindingFacts(label, self.positive_sentences(label), location, size, kind)
 
 
@@ -163,6 +184,33 @@ def parse_kind(text: str, label: str) -> str:
         if needle in text:
             return kind
     return ""
+
+
+_ACRONYMS = {
+    "picc": "PICC",
+    "et": "ET",
+    "ng": "NG",
+    "og": "OG",
+    "icd": "ICD",
+    "aicd": "AICD",
+    "ij": "IJ",
+    "iabp": "IABP",
+    "lvad": "LVAD",
+    "swan-ganz": "Swan-Ganz",
+    "swan": "Swan",
+    "ganz": "Ganz",
+    "dobhoff": "Dobhoff",
+    "port-a-cath": "Port-A-Cath",
+    "portacath": "Portacath",
+}
+
+
+def device_name(phrase: str) -> str:
+    """A support device's name as reports write it ("PICC line"); "" for plural or generic phrases
+    ("lines and tubes", "support devices"), which then keep the generic name."""
+    if phrase.endswith("s") or phrase in ("support device", "monitoring device", "device"):
+        return ""
+    return " ".join(_ACRONYMS.get(word, word) for word in phrase.split())
 
 
 def is_size(word: str, label: str) -> bool:

@@ -54,6 +54,8 @@ def display_name(label: str, facts: FindingFacts | None = None) -> str:
     """The finding's name in answers; lesions are called what the report calls them (nodule, mass)."""
     if label == "Lung Lesion" and facts is not None and facts.kind in ("nodule", "mass"):
         return facts.kind
+    if label == "Support Devices" and facts is not None and facts.kind:
+        return facts.kind
     return T.FINDING_NAMES[label][0]
 
 
@@ -154,7 +156,7 @@ def _presence_turns(rng: random.Random, subject: Subject, labels: dict, facts: R
     if subject.present:
         reply = rng.choice(T.YES_ANSWERS).format(np=noun_phrase(subject.label, finding))
     else:
-        reply = rng.choice(T.NO_ANSWERS).format(name=name)
+        reply = rng.choice(T.NO_ANSWERS).format(name=name, a_name=_article(subject.label, name))
     answer = "yes" if subject.present else "no"
     return [_turn(question), _answer(_capitalise(reply), "presence", subject.diagnosis, answer)]
 
@@ -252,6 +254,7 @@ def t2i_dialogue(
     ]
     target_view = asked_view(rng, view)
     view_phrase = rng.choice(T.VIEW_PHRASES[target_view])
+    views = {"view": view_phrase, "a_view": ("an " if view_phrase[0] in "aeiouAEIOU" else "a ") + view_phrase}
     if candidates:
         paper = [c for c in candidates if c not in OTHER_LABELS]
         label = rng.choice(paper or candidates)
@@ -259,10 +262,10 @@ def t2i_dialogue(
         sentences = list(finding.sentences)
         np = noun_phrase(label, finding)
         quote = np if len(sentences[0].split()) > 12 else sentences[0].rstrip(".")
-        request = rng.choice(T.T2I_REQUESTS).format(view=view_phrase, np=np, quote=quote)
+        request = rng.choice(T.T2I_REQUESTS).format(np=np, quote=quote, **views)
         explanation = T.EXPLANATIONS[label]
     elif labels.get("No Finding") == 1.0 and (sentences := _normal_sentences(facts)):
-        request = rng.choice(T.T2I_NORMAL_REQUESTS).format(view=view_phrase, quote=sentences[0].rstrip("."))
+        request = rng.choice(T.T2I_NORMAL_REQUESTS).format(quote=sentences[0].rstrip("."), **views)
         explanation = T.NORMAL_EXPLANATION
     else:
         stats["t2i_skipped_no_sentence"] += 1

@@ -2,7 +2,8 @@
 
 Variety matters more than number: each list is sampled with the builder's seeded generator,
 so the same (seed, key) always picks the same wording. `{name}` is a finding's display name,
-`{np}` the same with its article and attributes ("a small right pleural effusion").
+`{np}` the same with its article and attributes ("a small right pleural effusion"), `{a_name}`
+the name with its article, `{view}` / `{a_view}` a view phrase without / with its article.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ YES_ANSWERS: tuple[str, ...] = (
     "Yes, I can see {np}.",
 )
 NO_ANSWERS: tuple[str, ...] = (
-    "No, {name} is not present.",
+    "No, {a_name} is not present.",
     "No, there is no {name}.",
     "No. I do not see any {name}.",
     "No, there are no signs of {name}.",
@@ -121,18 +122,18 @@ VIEW_PHRASES: dict[str, tuple[str, ...]] = {
 }
 T2I_REQUESTS: tuple[str, ...] = (
     'Hi there, I recently had a chest X-ray and the report mentioned "{quote}". I\'m not sure what that means. '
-    "Could you generate a {view} of a chest X-ray with that condition for me?",
+    "Could you generate {a_view} of a chest X-ray with that condition for me?",
     "Can you show me what {np} looks like on a chest X-ray, {view} please?",
     "Please generate a chest radiograph in the {view} showing {np}.",
-    "I'd like to see a {view} chest X-ray with {np}. Can you create one?",
-    'My report says "{quote}". What would that look like on a {view} chest X-ray? Please draw one.',
-    "Could you produce a {view} chest X-ray of a patient with {np}?",
+    "I'd like to see {a_view} chest X-ray with {np}. Can you create one?",
+    'My report says "{quote}". What would that look like on {a_view} chest X-ray? Please draw one.',
+    "Could you produce {a_view} chest X-ray of a patient with {np}?",
 )
 T2I_NORMAL_REQUESTS: tuple[str, ...] = (
     "Can you generate a normal chest X-ray in the {view}?",
-    "What does a healthy chest X-ray look like? Please show me a {view}.",
-    "Please create a {view} chest radiograph with no abnormal findings.",
-    'My report says "{quote}". Could you show me a {view} chest X-ray like that?',
+    "What does a healthy chest X-ray look like? Please show me {a_view}.",
+    "Please create {a_view} chest radiograph with no abnormal findings.",
+    'My report says "{quote}". Could you show me {a_view} chest X-ray like that?',
 )
 T2I_OPENINGS: tuple[str, ...] = ("Absolutely.", "Sure.", "Of course.", "Certainly.")
 T2I_CLOSINGS: tuple[str, ...] = (

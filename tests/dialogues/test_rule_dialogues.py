@@ -18,6 +18,7 @@ from lit_medxchat.constants import (
     XRAY_START,
 )
 from lit_medxchat.dialogues import DialogueBuilder
+from lit_medxchat.dialogues.findings import read_report
 from lit_medxchat.dialogues.templates import VIEW_PHRASES
 
 _BLOCK = re.compile(re.escape(XRAY_START) + " (.*?) " + re.escape(XRAY_END))
@@ -147,6 +148,25 @@ def test_location_and_type_of_a_finding_named_after_its_sign():
             if turn["diagnosis"] == "Consolidation-or-Pneumonia":
                 answers.add((turn["topic"], turn["answer"]))
     assert answers == {("presence", "yes"), ("location", "right lower lobe"), ("sst", "patchy")}
+
+
+def test_facts_are_not_mixed_across_findings():
+    facts = read_report(
+        {
+            "findings": "Small right pleural effusion. Trace left pleural effusion. Left PICC line ends in the SVC. "
+            "Endotracheal tube in standard position.",
+            "impression": None,
+        },
+        "",
+    )
+    effusion = facts.facts("Pleural Effusion")
+    assert (effusion.location, effusion.size) == ("bilateral", "")
+    device = facts.facts("Support Devices")
+    assert (device.kind, device.location, device.sentences) == (
+        "PICC line",
+        "left",
+        ("Left PICC line ends in the SVC.",),
+    )
 
 
 def test_uncertain_findings_are_not_asked_about():
