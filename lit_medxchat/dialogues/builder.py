@@ -51,13 +51,19 @@ class DialogueBuilder:
         llm_endpoint: base URL of an OpenAI-compatible API (".../v1"); None uses the rules only.
         llm_model: model name sent to the API.
         timeout_s: seconds to wait for one API reply before falling back to the rules.
+        max_retries: retries of a rate-limited or briefly unavailable API (HTTP 429/502/503/504).
     """
 
     def __init__(
-        self, seed: int = 0, llm_endpoint: str | None = None, llm_model: str = "gpt-4o", timeout_s: float = 60.0
+        self,
+        seed: int = 0,
+        llm_endpoint: str | None = None,
+        llm_model: str = "gpt-4o",
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
     ) -> None:
         self.seed = seed
-        self.client = ChatClient(llm_endpoint, llm_model, timeout_s) if llm_endpoint else None
+        self.client = ChatClient(llm_endpoint, llm_model, timeout_s, max_retries=max_retries) if llm_endpoint else None
         self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
         self._warned = False
 

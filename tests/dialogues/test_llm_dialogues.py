@@ -83,8 +83,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Handler.requests.append((self.path, body))
-        status, payload = REPLIES[self.path.split("/")[1]]
+        kind = self.path.split("/")[1]
+        if kind == "busy":  # rate-limited every other request
+            busy = sum(path.startswith("/busy/") for path, _ in _Handler.requests) % 2 == 1
+            status, payload = (429, b"{}") if busy else REPLIES["good"]
+        else:
+            status, payload = REPLIES[kind]
         self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "0")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -155,6 +162,25 @@ def test_bad_replies_fall_back_to_the_rules(server, abnormal_sample, kind, count
     assert dialogues == DialogueBuilder(seed=2).build(**abnormal_sample)
     assert builder.stats[counter] == builder.stats["llm_fallback"] == 1
     assert builder.stats["llm_ok"] == 0
+
+
+def test_rate_limits_are_retried(server, abnormal_sample):
+    _Handler.requests.clear()
+    builder = DialogueBuilder(llm_endpoint=f"{server}/busy/v1", timeout_s=5)
+    assert len(_t2i(builder.build(**abnormal_sample))) == 2
+    assert builder.stats["llm_ok"] == 1
+    assert len(_Handler.requests) == 2  # a 429, then the good reply
+    _Handler.requests.clear()
+    no_retry = DialogueBuilder(llm_endpoint=f"{server}/busy/v1", timeout_s=5, max_retries=0)
+    no_retry.build(**abnormal_sample)
+    assert no_retry.stats["llm_http_error"] == 1
+    assert len(_Handler.requests) == 1
+
+
+def test_server_errors_are_not_retried(server, abnormal_sample):
+    _Handler.requests.clear()
+    DialogueBuilder(llm_endpoint=f"{server}/error/v1", timeout_s=5).build(**abnormal_sample)
+    assert len(_Handler.requests) == 1
 
 
 def test_unreachable_server_falls_back_and_warns_once(abnormal_sample, normal_sample, caplog):
