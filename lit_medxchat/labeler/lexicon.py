@@ -174,7 +174,7 @@ POST_NEGATION: tuple[str, ...] = (
     "have resolved", "has cleared", "have cleared", "has been removed", "have been removed",
     "removed", "is no longer seen", "are no longer seen", "no longer seen", "no longer present",
     "no longer visualized", "no longer evident", "is no longer present", "are no longer present",
-    "has been withdrawn", "have been withdrawn",
+    "has been withdrawn", "have been withdrawn", "removal", "was removed", "were removed",
 )
 # Uncertainty that wins over negation (CheXpert's "pre-negation uncertainty"): these phrases
 # contain a negation word but assert that the finding is possible.
@@ -207,7 +207,8 @@ LINKING_UNCERTAINTY: tuple[str, ...] = (
 # Uncertainty after the mention.
 POST_UNCERTAINTY: tuple[str, ...] = (
     "is possible", "are possible", "is likely", "are likely", "is suspected", "are suspected",
-    "is questionable", "are questionable", "is not clearly seen", "may be present", "may be seen",
+    "is questionable", "are questionable", "is questioned", "are questioned", "questioned",
+    "is not clearly seen", "may be present", "may be seen",
     "is not excluded", "could be present", "is a possibility", "is considered", "is favored",
     "are not well seen", "is not well seen",
 )
