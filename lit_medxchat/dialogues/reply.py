@@ -15,7 +15,15 @@ from lit_medxchat.constants import IMAGE_TOKEN, VIEW_SENTENCES, XRAY_END, XRAY_S
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _BLOCK = re.compile(re.escape(XRAY_START) + r"(.*?)" + re.escape(XRAY_END), re.DOTALL)
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
-_VIEW_PREFIXES = tuple(sentence.rstrip(".").lower() for sentence in VIEW_SENTENCES.values())
+_VIEW_PREFIXES = {sentence.rstrip(".").lower(): view for view, sentence in VIEW_SENTENCES.items()}
+# Views a user can ask for, as they write them ("PA" and "AP" only in capitals: "pa" is a word).
+_ASKED_VIEWS = (
+    ("PA", re.compile(r"\bPA\b")),
+    ("PA", re.compile(r"\bpostero-?anterior\b", re.IGNORECASE)),
+    ("AP", re.compile(r"\bAP\b")),
+    ("AP", re.compile(r"\bantero-?posterior\b", re.IGNORECASE)),
+    ("LATERAL", re.compile(r"\blateral\b", re.IGNORECASE)),
+)
 
 
 class MalformedReply(ValueError):
@@ -38,8 +46,16 @@ def _load(text: str) -> object:
             raise MalformedReply(f"reply is not valid JSON ({error})") from None
 
 
-def _normalise_blocks(content: str, where: str) -> tuple[str, int]:
-    """Content with image blocks respaced, and how many blocks it has; checks each block's prompt."""
+def asked_views(text: str) -> set[str]:
+    """The views a user's words ask for ("a lateral view", "PA", "posteroanterior")."""
+    return {view for view, pattern in _ASKED_VIEWS if pattern.search(text)}
+
+
+def _normalise_blocks(content: str, where: str, asked: set[str]) -> tuple[str, int]:
+    """Content with image blocks respaced, and how many blocks it has; checks each block's prompt.
+
+    `asked`: the views the user has named so far; when exactly one, every block must be of it.
+    """
     blocks = _BLOCK.findall(content)
     if content.count(XRAY_START) != len(blocks) or content.count(XRAY_END) != len(blocks):
         raise MalformedReply(f"{where}: unbalanced {XRAY_START}/{XRAY_END} tags")
@@ -50,6 +66,8 @@ def _normalise_blocks(content: str, where: str) -> tuple[str, int]:
             raise MalformedReply(f"{where}: image prompt does not start with a view sentence: {prompt[:60]!r}")
         if not prompt[len(prefix) :].strip(" ."):
             raise MalformedReply(f"{where}: image prompt has a view sentence but no findings")
+        if len(asked) == 1 and _VIEW_PREFIXES[prefix] not in asked:
+            raise MalformedReply(f"{where}: the user asked for the {asked.pop()} view, the image prompt is {prefix!r}")
     content = _BLOCK.sub(lambda m: f"{XRAY_START} {' '.join(m.group(1).split())} {XRAY_END}", content)
     return content, len(blocks)
 
@@ -65,6 +83,7 @@ def _dialogue(raw: object, index: int) -> dict:
     if not isinstance(turns, list) or len(turns) < 2 or len(turns) % 2:
         raise MalformedReply(f"{where}: 'turns' must be a list of user/assistant pairs")
     out = []
+    asked: set[str] = set()
     for k, turn in enumerate(turns):
         at = f"{where} turn {k}"
         if not isinstance(turn, dict):
@@ -78,7 +97,9 @@ def _dialogue(raw: object, index: int) -> dict:
             raise MalformedReply(f"{at}: empty content")
         if IMAGE_TOKEN in content:
             raise MalformedReply(f"{at}: contains {IMAGE_TOKEN}")
-        content, blocks = _normalise_blocks(content.strip(), at)
+        if role == "user":
+            asked |= asked_views(content)
+        content, blocks = _normalise_blocks(content.strip(), at, set(asked))
         if role == "user" and blocks:
             raise MalformedReply(f"{at}: the user turn contains an image block")
         if role == "assistant" and blocks > 1:

@@ -245,6 +245,15 @@ def test_endpoint_must_be_a_url():
         (
             {
                 "turns": [
+                    {"role": "user", "content": "Show me a lateral view of a small effusion."},
+                    {"role": "assistant", "content": f"{XRAY_START} {VIEW_SENTENCES['PA']} Small effusion. {XRAY_END}"},
+                ]
+            },
+            "asked for the LATERAL view",
+        ),
+        (
+            {
+                "turns": [
                     {"role": "user", "content": f"<image> {XRAY_START} {VIEW_SENTENCES['AP']} x {XRAY_END}"},
                     {"role": "assistant", "content": f"{XRAY_START} {VIEW_SENTENCES['AP']} x {XRAY_END}"},
                 ]

@@ -19,6 +19,7 @@ from lit_medxchat.constants import (
 )
 from lit_medxchat.dialogues import DialogueBuilder
 from lit_medxchat.dialogues.findings import read_report
+from lit_medxchat.dialogues.reply import parse_reply
 from lit_medxchat.dialogues.templates import VIEW_PHRASES
 
 _BLOCK = re.compile(re.escape(XRAY_START) + " (.*?) " + re.escape(XRAY_END))
@@ -202,6 +203,7 @@ def test_t2i_prompt_uses_the_asked_view_and_the_findings(abnormal_sample, view):
         (prompt_view,) = [v for v, s in VIEW_SENTENCES.items() if prompt.startswith(s)]
         assert prompt_view != "OTHER"
         assert any(phrase in request for phrase in VIEW_PHRASES[prompt_view])
+        assert parse_reply(json.dumps({"dialogues": [t2i]})) == [t2i]  # rules pass the LLM reply checks
         assert "consolidation" in prompt.lower() or "effusion" in prompt.lower()
         asked.add(prompt_view)
     assert asked == {"PA", "AP", "LATERAL"}
