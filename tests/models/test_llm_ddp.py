@@ -85,7 +85,7 @@ def test_two_process_ddp_trains_and_keeps_replicas_identical(tmp_path):
 
     tok = tmp_path / "tokenizer"
     train_tokenizer([SYSTEM_PROMPT, f"{XRAY_START} PA view of the chest was obtained. {XRAY_END}",
-                     "Human: Describe the X-ray. AI: findings: small left pleural effusion."] * 10, 320, tok)
+                     "Human: Describe the X-ray. AI: findings: small left pleural effusion."] * 10, 1000, tok)
     script = tmp_path / "ddp_llm.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")

@@ -33,7 +33,7 @@ DIALOGUES = [
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer(TEXTS, vocab_size=320, out_dir=out)
+    train_tokenizer(TEXTS, vocab_size=1000, out_dir=out)
     return out
 
 

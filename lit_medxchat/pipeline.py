@@ -1,0 +1,252 @@
+"""MedXChat inference (paper Fig. 1): CXR image(s) + instruction -> answer, and CXR images when the
+answer asks for them.
+
+The chat model answers in text; when the answer holds `<Xray> prompt </Xray>`, each enclosed
+prompt goes to a text-to-CXR model (`CXRDiffusion`, or any object with the same `generate`) and
+the drawn images come back with the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from lit_medxchat.constants import XRAY_END, XRAY_START
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from lit_medxchat.models.llm_lora import MedXChatLoRA
+
+log = logging.getLogger(__name__)
+
+_XRAY_SPAN = re.compile(re.escape(XRAY_START) + r"(.*?)(?:" + re.escape(XRAY_END) + r"|$)", re.DOTALL)
+
+
+class CXRGenerator(Protocol):
+    """What the pipeline needs from a text-to-CXR model (`CXRDiffusion` satisfies it)."""
+
+    def generate(
+        self, prompts: list[str], num_inference_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0
+    ) -> torch.Tensor:
+        """(B, 3, H, W) images in [0, 1], one per prompt."""
+        ...
+
+
+@dataclass
+class ChatResponse:
+    """One answer.
+
+    Attributes:
+        answer: the generated text, `<Xray>` spans included (what the model said).
+        xray_prompts: the text inside each `<Xray> ... </Xray>` span, in order.
+        images: one (3, H, W) float tensor in [0, 1] per prompt drawn (empty without a CXR model).
+        warnings: what did not go as asked (an unterminated `<Xray>` span, prompts not drawn).
+    """
+
+    answer: str
+    xray_prompts: list[str] = field(default_factory=list)
+    images: list[torch.Tensor] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def save_images(self, out_dir: str | Path, stem: str = "cxr") -> list[Path]:
+        """Write `images` as 8-bit PNGs `<stem>-000.png`, ...; returns the paths."""
+        from PIL import Image
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for index, image in enumerate(self.images):
+            array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            path = out / f"{stem}-{index:03d}.png"
+            Image.fromarray(array).save(path)
+            paths.append(path)
+        return paths
+
+
+def extract_xray_prompts(answer: str) -> tuple[list[str], list[str]]:
+    """Prompts inside `<Xray> ... </Xray>` spans, and a warning per span left open (cut generation)."""
+    prompts, warnings = [], []
+    for match in _XRAY_SPAN.finditer(answer):
+        prompt = match.group(1).strip()
+        if not match.group(0).endswith(XRAY_END):
+            warnings.append(f"unterminated {XRAY_START} span (answer cut at max_new_tokens?); drawing {prompt!r}")
+        if prompt:
+            prompts.append(prompt)
+        else:
+            warnings.append(f"empty {XRAY_START}{XRAY_END} span skipped")
+    return prompts, warnings
+
+
+def load_image(image: Any) -> Image.Image:
+    """A path or PIL image as an RGB PIL image (grey CXRs are replicated to 3 channels)."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist; pass an existing CXR file (JPEG/PNG).")
+    with Image.open(path) as opened:
+        return opened.convert("RGB")
+
+
+def preprocess_images(
+    images: Sequence[Any], image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Images -> (N, 3, image_size, image_size) floats, normalised with the tower's mean/std.
+
+    Square bicubic resize, as the chat DataModule feeds the tower (CXRs are close to square).
+    """
+    from PIL import Image
+
+    tensors = []
+    for image in images:
+        rgb = load_image(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
+        array = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).reshape(image_size, image_size, 3)
+        tensors.append(array.permute(2, 0, 1).float() / 255.0)
+    if not tensors:
+        return torch.zeros(0, 3, image_size, image_size)
+    batch = torch.stack(tensors)
+    mean_t = torch.tensor(list(mean), dtype=batch.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(list(std), dtype=batch.dtype).view(1, 3, 1, 1)
+    return (batch - mean_t) / std_t
+
+
+class MedXChatPipeline:
+    """Chat with a trained MedXChat: `pipeline("Describe the X-ray.", images=["cxr.jpg"])`.
+
+    Args:
+        model: the chat model (eval mode is set here).
+        diffusion: a text-to-CXR model (`CXRDiffusion` or anything with its `generate`); None to
+            answer in text only (prompts are then reported in `ChatResponse.warnings`).
+        max_length: prompt length cap in tokens; the oldest history turns are dropped to fit.
+        num_inference_steps, guidance_scale, seed: passed to `diffusion.generate`.
+    """
+
+    def __init__(
+        self,
+        model: MedXChatLoRA,
+        diffusion: CXRGenerator | None = None,
+        max_length: int = 1024,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        self.model = model.eval()
+        self.diffusion = diffusion
+        self.max_length = max_length
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.seed = seed
+
+    def __call__(
+        self,
+        instruction: str,
+        images: Sequence[Any] = (),
+        history: list[dict] | None = None,
+        **generation: Any,
+    ) -> ChatResponse:
+        """Answer `instruction` about `images` (0, 1 or 2: frontal then lateral) after `history`.
+
+        `history` holds earlier `{"role": "user"|"assistant", "content": ...}` turns; the images
+        belong to the first user turn. `generation` overrides `GenerationOptions` fields.
+        """
+        from lit_medxchat.conversation import encode_prompt
+
+        turns = list(history or []) + [{"role": "user", "content": instruction}]
+        prompt = encode_prompt(
+            self.model.tokenizer,
+            turns,
+            num_images=len(images),
+            num_image_tokens=self.model.num_image_tokens,
+            max_length=self.max_length,
+        )
+        device = self.model.device
+        input_ids = torch.tensor([prompt], device=device)
+        pixel_values, image_mask = None, None
+        if images:
+            tower = self.model.vision_tower
+            pixels = preprocess_images(images, tower.image_size, tower.image_mean, tower.image_std)
+            pixel_values = pixels.unsqueeze(0).to(device)
+            image_mask = torch.ones(1, len(images), dtype=torch.bool, device=device)
+        (answer,) = self.model.generate(input_ids, torch.ones_like(input_ids), pixel_values, image_mask, **generation)
+        return self._draw(answer)
+
+    def _draw(self, answer: str) -> ChatResponse:
+        prompts, warnings = extract_xray_prompts(answer)
+        response = ChatResponse(answer=answer, xray_prompts=prompts, warnings=warnings)
+        if not prompts:
+            return response
+        if self.diffusion is None:
+            response.warnings.append(f"{len(prompts)} CXR prompt(s) not drawn: no text-to-CXR model was given")
+            return response
+        drawn = self.diffusion.generate(
+            prompts, num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, seed=self.seed
+        )
+        if drawn.ndim != 4 or drawn.shape[0] != len(prompts) or drawn.shape[1] != 3:
+            raise ValueError(
+                f"the text-to-CXR model returned shape {tuple(drawn.shape)} for {len(prompts)} prompts; "
+                "expected (B, 3, H, W) in [0, 1]"
+            )
+        response.images = list(drawn.detach().cpu())
+        return response
+
+    @classmethod
+    def from_run_dirs(
+        cls, chat_run: str | Path, diffusion_run: str | Path | None = None, device: str = "cpu", **kwargs: Any
+    ) -> MedXChatPipeline:
+        """Load the newest checkpoints of a chat run (and a CXR-SD run) written by `lit-medxchat fit`.
+
+        `chat_run` needs `checkpoints/*.ckpt` and `tokenizer/`; `diffusion_run` needs `checkpoints/*.ckpt`.
+        """
+        from lit_medxchat.models.llm_lora import MedXChatLoRA
+
+        chat_run = Path(chat_run)
+        tokenizer_dir = chat_run / "tokenizer"
+        if not (tokenizer_dir / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(
+                f"{tokenizer_dir} has no tokenizer: --run-dir must be the folder `lit-medxchat fit` wrote "
+                "for the chat model (it saves RUN/tokenizer when training starts)."
+            )
+        checkpoint = newest_checkpoint(chat_run)
+        model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location=device, tokenizer=str(tokenizer_dir))
+        diffusion = None
+        if diffusion_run is not None:
+            diffusion = load_module(newest_checkpoint(Path(diffusion_run)), device).eval()
+        log.info("chat model %s%s", checkpoint, f", CXR-SD {diffusion_run}" if diffusion_run else "")
+        return cls(model.to(device), diffusion, **kwargs)
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    """The newest complete `RUN/checkpoints/*.ckpt` (by completion marker, else by modification time)."""
+    folder = Path(run_dir) / "checkpoints"
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"{folder} holds no *.ckpt: train the run first (`lit-medxchat fit --config ...`).")
+    from lit_medxchat.checkpointing import find_last_complete_checkpoint, marker_path
+
+    if any(marker_path(p).exists() for p in candidates):
+        complete = find_last_complete_checkpoint(folder)
+        if complete is not None:
+            return complete
+    return candidates[-1]
+
+
+def load_module(checkpoint: Path, device: str = "cpu") -> Any:
+    """Rebuild the LightningModule a checkpoint names in `module_class` (written by our models)."""
+    import importlib
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    target = state.get("module_class")
+    if not target:
+        raise ValueError(f"{checkpoint} does not name its module class: it was not written by a lit-medxchat model.")
+    module_name, _, class_name = target.rpartition(".")
+    module_class = getattr(importlib.import_module(module_name), class_name)
+    return module_class.load_from_checkpoint(checkpoint, map_location=device)
