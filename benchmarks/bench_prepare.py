@@ -64,14 +64,11 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _best(function, repeats: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of the fastest of `repeats` runs."""
-    runs = []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), _cpu_seconds()
-        function()
-        runs.append((time.perf_counter() - wall, _cpu_seconds() - cpu))
-    return min(runs)
+def _timed(function) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    function()
+    return time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -105,9 +102,13 @@ def main() -> None:
                 with contextlib.redirect_stdout(quiet):
                     prepare_mimic_cxr(root, out, options=options)
 
-        bare = _best(lambda: bare_loop(paths, args.image_size), args.repeats)
-        one = _best(lambda: run(1), args.repeats)
-        two = _best(lambda: run(2), args.repeats)
+        # the three take turns within each repeat, so a change in the machine's load hits all of them
+        runs: dict[str, list[tuple[float, float]]] = {"bare": [], "one": [], "two": []}
+        for _ in range(args.repeats):
+            runs["bare"].append(_timed(lambda: bare_loop(paths, args.image_size)))
+            runs["one"].append(_timed(lambda: run(1)))
+            runs["two"].append(_timed(lambda: run(2)))
+        bare, one, two = (min(runs[name]) for name in ("bare", "one", "two"))
     n = args.images
     print(
         f"images: {n} x {args.width}x{args.height} grey JPEG -> longest side {args.image_size}, best of {args.repeats}"
