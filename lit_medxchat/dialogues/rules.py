@@ -45,9 +45,12 @@ class Subject:
 
 
 def _article(label: str, phrase: str) -> str:
+    """ "a"/"an" + phrase for countable findings ("an 8 mm nodule"); mass nouns go bare ("mild edema")."""
     if not T.FINDING_NAMES[label][1]:
         return phrase
-    return ("an " if phrase[:1] in "aeiou" else "a ") + phrase
+    number = phrase.split(" ")[0].split(".")[0]  # "eight", "eleven", "eighteen", "eighty" sound a vowel
+    spoken_vowel = phrase[:1] in "aeiou" or (number.isdigit() and (number[0] == "8" or number in ("11", "18")))
+    return ("an " if spoken_vowel else "a ") + phrase
 
 
 def display_name(label: str, facts: FindingFacts | None = None) -> str:
