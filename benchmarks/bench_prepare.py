@@ -102,7 +102,7 @@ def main() -> None:
                 with contextlib.redirect_stdout(quiet):
                     prepare_mimic_cxr(root, out, options=options)
 
-        run(1)  # warm-up: imports (labeler, dialogues) and the page cache, paid once by every real run too
+        run(1)  # warm-up: lazy imports (labeler, dialogues) and the page cache, a one-off cost of any real run
         # the three take turns within each repeat, so a change in the machine's load hits all of them
         runs: dict[str, list[tuple[float, float]]] = {"bare": [], "one": [], "two": []}
         for _ in range(args.repeats):
