@@ -83,9 +83,10 @@ class DialogueBuilder:
         rng = random.Random(f"{self.seed}:{key}")
         stats = self._stats
         stats["samples"] += 1
-        facts = read_report(sections or {}, report_text or "")
+        report_text = report_text or ""
+        facts = read_report(sections or {}, report_text)
         dialogues: list[dict] = []
-        if report_text and report_text.strip():
+        if report_text.strip():
             dialogues.append(rules.report_dialogue(rng, report_text))
         else:
             stats["report_empty"] += 1

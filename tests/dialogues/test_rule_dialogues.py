@@ -217,6 +217,8 @@ def test_empty_report_skips_report_and_t2i_but_keeps_vqa():
     assert {d["task"] for d in dialogues} == {"vqa"}
     assert builder.stats["report_empty"] == 1
     assert builder.stats["t2i_skipped_no_sentence"] == 1
+    sample["report_text"] = None  # a missing report is an empty one
+    assert {d["task"] for d in _build(builder, sample)} == {"vqa"}
 
 
 def test_bad_inputs_name_the_sample_and_the_fix(abnormal_sample):
