@@ -1,5 +1,5 @@
-"""Train the classifiers and CXR-SD for a few steps under 2-process DDP, then export every checkpoint
-with `lit-medxchat export` and load the results with each library's own `from_pretrained`."""
+"""Train the classifiers and CXR-SD for a few steps under 2-process DDP (`strategy="ddp"`, gloo), then
+export every checkpoint with `lit-medxchat export` and load the results with each library's `from_pretrained`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ DDP_SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader, Dataset
 
     from lit_medxchat.constants import VIEW_SENTENCES
-    from lit_medxchat.models.classifiers import FindingsClassifier, ViewClassifier, tiny_findings_kwargs, tiny_view_kwargs
+    from lit_medxchat.models.classifiers import FindingsClassifier, ViewClassifier
+    from lit_medxchat.models.classifiers import tiny_findings_kwargs, tiny_view_kwargs
     from lit_medxchat.models.diffusion import CXRDiffusion, tiny_diffusion_kwargs
 
     out, steps = Path(sys.argv[1]), int(sys.argv[2])
@@ -80,13 +81,10 @@ def ddp_run(tmp_path_factory) -> Path:
     script = out / "train_ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # torchrun starts both ranks at once (Lightning would start rank 1 only once rank 0 reached fit).
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     result = subprocess.run(
-        [sys.executable, str(script), str(out), str(STEPS)],
-        cwd=out,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [*command, str(script), str(out), str(STEPS)], cwd=out, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
