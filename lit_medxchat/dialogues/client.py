@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -71,7 +72,7 @@ class ChatClient:
                 if error.code not in self.RETRY_STATUS or attempt == self.max_retries:
                     raise ChatRequestError("http", f"{self.url}: HTTP {error.code} {error.reason}") from error
                 time.sleep(self._wait_s(error, attempt))
-            except (urllib.error.URLError, TimeoutError, OSError) as error:
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as error:
                 raise ChatRequestError("network", f"{self.url}: {error}") from error
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]

@@ -84,6 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Handler.requests.append((self.path, body))
         kind = self.path.split("/")[1]
+        if kind == "garbage":  # not HTTP at all
+            self.wfile.write(b"garbage\r\n\r\n")
+            self.close_connection = True
+            return
         if kind == "busy":  # rate-limited every other request
             busy = sum(path.startswith("/busy/") for path, _ in _Handler.requests) % 2 == 1
             status, payload = (429, b"{}") if busy else REPLIES["good"]
@@ -154,6 +158,7 @@ def test_fenced_json_is_accepted(server, abnormal_sample):
         ("noxray", "llm_malformed"),
         ("notcompletion", "llm_malformed"),
         ("error", "llm_http_error"),
+        ("garbage", "llm_network_error"),
     ],
 )
 def test_bad_replies_fall_back_to_the_rules(server, abnormal_sample, kind, counter):
