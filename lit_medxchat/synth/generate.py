@@ -87,7 +87,7 @@ def _acquisition(rng: np.random.Generator) -> tuple[str, list[str], str]:
 
 
 _ANATOMY: Anatomy | None = None
-PREVIEW_STUDIES = 16
+PREVIEW_STUDIES = 60
 
 
 def _init_worker(anatomy: Anatomy) -> None:
@@ -123,13 +123,7 @@ def render_study(anatomy: Anatomy, plan: StudyPlan, seed: int, out: Path, size: 
     (out / layout.report_path(plan.subject_id, plan.study_id)).write_text(report.text, encoding="utf-8")
 
     metadata_rows, split_rows, images, previews = [], [], [], []
-    caption = (
-        ", ".join(
-            f"{f.location} {f.kind.replace('_', ' ')}" if f.kind != "support_device" else str(f.device)
-            for f in findings
-        )
-        or "no finding"
-    )
+    caption = "; ".join(_caption(f) for f in findings) or "no finding"
     for position in positions:
         dicom = layout.dicom_id(rng)
         view = "LATERAL" if position in ("LATERAL", "LL") else position
@@ -181,6 +175,12 @@ def render_study(anatomy: Anatomy, plan: StudyPlan, seed: int, out: Path, size: 
         "anatomy": anatomy.source,
     }
     return StudyResult(plan.index, metadata_rows, split_rows, chexpert_row, ground_truth, previews)
+
+
+def _caption(finding) -> str:
+    if finding.kind == "support_device":
+        return str(finding.device)
+    return f"{finding.kind.replace('_', ' ')} ({finding.location}, {finding.severity})"
 
 
 def _work(args: tuple[StudyPlan, int, str, int, int]) -> StudyResult:

@@ -7,15 +7,29 @@ from pathlib import Path
 
 import numpy as np
 
-TILE_HEIGHT = 220
+TILE_HEIGHT = 200
 CAPTION_LINES = 3
+
+
+def pick_varied(items: list[tuple[np.ndarray, str]], count: int) -> list[tuple[np.ndarray, str]]:
+    """Prefer captions not seen yet (each finding kind and view once), then fill in order."""
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for i, (_, caption) in enumerate(items):
+        view, _, what = caption.partition(": ")
+        key = f"{view in ('LATERAL', 'LL')}:{what.split(' (')[0]}"
+        if key not in seen:
+            seen.add(key)
+            chosen.append(i)
+    chosen += [i for i in range(len(items)) if i not in chosen]
+    return [items[i] for i in sorted(chosen[:count])]
 
 
 def contact_sheet(items: list[tuple[np.ndarray, str]], path: Path, columns: int = 6, max_items: int = 24) -> int:
     """Write a PNG grid of `items` (uint8 image, caption); returns the number of images placed."""
     from PIL import Image, ImageDraw, ImageFont
 
-    items = items[:max_items]
+    items = pick_varied(items, max_items)
     if not items:
         raise ValueError(f"{path}: no images to put on the contact sheet")
     font = ImageFont.load_default(size=11)

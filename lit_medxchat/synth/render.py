@@ -57,8 +57,9 @@ def sample_pose(rng: np.random.Generator, view: str) -> Pose:
         yaw_deg=float(rng.normal(0, 2.5 * jitter)),
         tilt_deg=float(rng.normal(0, 2.5 * jitter)),
         roll_deg=float(rng.normal(0, 1.5 * jitter)),
-        shift_mm=(float(rng.normal(0, 10 * jitter)), float(rng.normal(0, 10 * jitter))),
-        field_mm=float(rng.uniform(370, 420) if view != "LATERAL" else rng.uniform(370, 410)),
+        # the lungs' bounding-box centre sits low (posterior recesses): frame the image a little higher
+        shift_mm=(float(rng.normal(0, 10 * jitter)), float(rng.normal(-30.0, 10 * jitter))),
+        field_mm=float(rng.uniform(330, 380) if view != "LATERAL" else rng.uniform(340, 390)),
         aspect=float(rng.uniform(0.84, 1.0) if portable else rng.uniform(0.8, 0.92)),
         photons=float(rng.uniform(1500, 4000) if portable else rng.uniform(4000, 12000)),
         gamma=float(rng.uniform(0.85, 1.15)),
