@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "synth"): ("lit_medxchat.synth.cli:main", "render the built-in CXR dataset in the MIMIC-CXR-JPG layout"),
     ("data", "prepare"): ("datamodules.prepare_cli:main", "convert MIMIC-CXR-JPG or IU X-ray to WebDataset shards"),
+    ("tokenizer",): ("lit_medxchat.tokenizer_cli:main", "train the chat tokenizer on the training shards' text"),
     ("fit",): ("lit_medxchat.train_cli:main", "train a model from a config (LightningCLI)"),
     ("validate",): ("lit_medxchat.train_cli:main", "validate a model from a config (LightningCLI)"),
     ("test",): ("lit_medxchat.train_cli:main", "test a model from a config (LightningCLI)"),

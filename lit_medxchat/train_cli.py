@@ -50,12 +50,32 @@ def _resolve_last_checkpoint(argv: list[str]) -> list[str]:
     return resolve_ckpt_path_args(argv)
 
 
+def _cli_class():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+
+    class MedXChatCLI(LightningCLI):
+        """LightningCLI whose checkpoints land in `<default_root_dir>/checkpoints` unless a config says otherwise.
+
+        Configs cannot interpolate `trainer.default_root_dir` into a callback's `dirpath`; resolving it
+        here keeps `--trainer.default_root_dir RUN` the one option that moves a whole run.
+        """
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                    callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+            return trainer
+
+    return MedXChatCLI
+
+
 def build_cli(argv: list[str], run: bool = True):
     """Construct the LightningCLI (exposed for tests that parse every shipped config)."""
     from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(
+    return _cli_class()(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
