@@ -277,6 +277,11 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
             llm_hidden = base.get_input_embeddings().embedding_dim
             self.adapter = build_visual_adapter(self.adapter_options, self.vision_tower.hidden_size, llm_hidden)
             self.llm = apply_lora(base, self.lora_options, medxchat_token_ids(self.tokenizer))
+        # Trainable weights in float32 even when the frozen base is bf16/fp16 (peft copies the token rows
+        # in the base's dtype); they are cast to the base's dtype inside the forward.
+        for param in self.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
         self._freeze()
 
     # ---- frozen parts -------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_left_padded_batch_generates_what_each_sample_generates_alone(tokenizer_
         single = model.generate(alone["prompt_input_ids"], alone["prompt_attention_mask"], alone["pixel_values"],
                                 alone["image_mask"])
         assert single == [together[i]]
-    assert isinstance(together[0], str)
+    assert any(together), "the tiny model stopped at once: the comparison would prove nothing"
 
 
 def test_validation_step_returns_the_metric_contract(tokenizer_dir):
@@ -184,3 +184,17 @@ def test_validation_step_returns_the_metric_contract(tokenizer_dir):
     assert set(out) == {"predictions", "references", "tasks", "meta"}
     assert len(out["predictions"]) == 3 and out["references"] == batch["references"]
     assert out["tasks"] == ["report", "vqa", "t2i"] and out["meta"][1] == {"key": "k1"}
+
+
+def test_bfloat16_frozen_base_keeps_trainable_weights_in_float32(tokenizer_dir):
+    options = tiny_options(NUM_IMAGE_TOKENS)
+    options["llm"].frozen_dtype = "bfloat16"
+    model = MedXChatLoRA(str(tokenizer_dir), **options)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in model.llm.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert next(model.vision_tower.parameters()).dtype == torch.bfloat16
+    loss = model(chat_batch(model.tokenizer))
+    loss.backward()
+    assert torch.isfinite(loss) and model.adapter.queries.grad is not None
+    token_rows = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in token_rows)
