@@ -47,6 +47,20 @@ class ReportMetrics(CorpusMetricCallback):
         self.meteor, self.clinical, self.labeler = meteor, clinical, labeler
         self.reference_labels, self.uncertain_as = reference_labels, uncertain_as
         self.log_samples_enabled, self.num_samples = log_samples, num_samples
+        self._meteor = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Start METEOR's JVM on rank 0 now: it loads its tables while the first validation generates."""
+        if self.meteor and trainer.global_rank == 0 and self._meteor is None:
+            from callbacks.scoring.meteor import MeteorScorer
+
+            self._meteor = MeteorScorer()
+            self._meteor.start()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._meteor is not None:
+            self._meteor.close()
+            self._meteor = None
 
     def collect(self, outputs: Any, batch: Any, pl_module: LightningModule) -> list[dict]:
         preds, refs = outputs["predictions"], outputs["references"]
@@ -70,7 +84,7 @@ class ReportMetrics(CorpusMetricCallback):
             return {"report_n": 0.0}
         preds = [it["prediction"] for it in items]
         refs = [it["reference"] for it in items]
-        scores: dict[str, float | None] = dict(report_nlg_scores(preds, refs, meteor=self.meteor))
+        scores: dict[str, float | None] = dict(report_nlg_scores(preds, refs, meteor=self._meteor or self.meteor))
         if self.clinical:
             scores.update(self._clinical(preds, refs, items))
         scores["report_n"] = float(len(items))

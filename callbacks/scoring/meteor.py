@@ -46,57 +46,96 @@ def _warn_once(reason: str) -> None:
         _WARNED = True
 
 
-def meteor_score(
-    hypotheses: Sequence[str],
-    references: Sequence[Sequence[str]],
-    jar: str | Path | None = None,
-    max_heap: str = "2G",
-    timeout_s: float = 600.0,
-) -> float | None:
-    """Corpus METEOR of tokenised texts as pycocoevalcap computes it, or None when Java is unavailable.
-
-    The corpus score is METEOR's own aggregate of the per-item statistics (not a mean of item scores).
+class MeteorScorer:
+    """One METEOR JVM kept for many corpora: start it early (it loads its tables while other work runs),
+    score each validation epoch, close it at the end. Not thread-safe; used from rank 0 only.
     """
-    java = shutil.which("java")
-    jar_path = Path(jar) if jar else find_meteor_jar()
-    if java is None:
-        _warn_once("no `java` on PATH")
-        return None
-    if jar_path is None or not jar_path.is_file():
-        _warn_once(f"METEOR jar not found ({jar_path or 'pycocoevalcap not installed'})")
-        return None
-    if not hypotheses:
-        return float("nan")
-    proc = subprocess.Popen(
-        [java, "-jar", f"-Xmx{max_heap}", jar_path.name, "-", "-", "-stdio", "-l", "en", "-norm"],
-        cwd=jar_path.parent,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-    )
-    lines = [
-        " ||| ".join(("SCORE", " ||| ".join(refs), hyp.replace("|||", "").replace("  ", " ")))
-        for hyp, refs in zip(hypotheses, references, strict=True)
-    ]
-    # A writer thread keeps the pipes flowing both ways: one round trip per item would cost ~ms each.
-    writer = threading.Thread(target=lambda: (proc.stdin.write("\n".join(lines) + "\n"), proc.stdin.flush()))
-    try:
+
+    def __init__(self, jar: str | Path | None = None, max_heap: str = "2G") -> None:
+        self.jar = Path(jar) if jar else find_meteor_jar()
+        self.max_heap = max_heap
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> bool:
+        """Launch the JVM (returns at once); False, with one warning, when Java or the jar is missing."""
+        if self._proc is not None and self._proc.poll() is None:
+            return True
+        java = shutil.which("java")
+        if java is None:
+            _warn_once("no `java` on PATH")
+            return False
+        if self.jar is None or not self.jar.is_file():
+            _warn_once(f"METEOR jar not found ({self.jar or 'pycocoevalcap not installed'})")
+            return False
+        self._proc = subprocess.Popen(
+            [java, "-jar", f"-Xmx{self.max_heap}", self.jar.name, "-", "-", "-stdio", "-l", "en", "-norm"],
+            cwd=self.jar.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+        )
+        return True
+
+    def score(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:
+        """Corpus METEOR of tokenised texts (METEOR's aggregate of item statistics), None without Java."""
+        if len(hypotheses) != len(references):
+            raise ValueError(f"got {len(hypotheses)} hypotheses but {len(references)} reference lists")
+        if not self.start():
+            return None
+        if not hypotheses:
+            return float("nan")
+        proc = self._proc
+        lines = [
+            " ||| ".join(("SCORE", " ||| ".join(refs), hyp.replace("|||", "").replace("  ", " ")))
+            for hyp, refs in zip(hypotheses, references, strict=True)
+        ]
+        errors: list[BaseException] = []
+
+        def write() -> None:  # a writer thread keeps both pipes flowing: no round trip per item
+            try:
+                proc.stdin.write("\n".join(lines) + "\n")
+                proc.stdin.flush()
+            except OSError as err:
+                errors.append(err)
+
+        writer = threading.Thread(target=write, daemon=True)
         writer.start()
         stats = [proc.stdout.readline().strip() for _ in lines]
         writer.join()
-        if any(not s for s in stats):
-            raise RuntimeError(f"METEOR jar {jar_path} stopped early: {proc.stderr.read()[-2000:]}")
+        if errors or any(not s for s in stats):
+            self.close()
+            raise RuntimeError(f"METEOR jar {self.jar} stopped before answering ({errors or 'empty reply'})")
         proc.stdin.write("EVAL ||| " + " ||| ".join(stats) + "\n")
         proc.stdin.flush()
         for _ in lines:  # per-item scores, not needed
             proc.stdout.readline()
         return float(proc.stdout.readline().strip())
-    finally:
-        proc.stdin.close()
+
+    def close(self) -> None:
+        """Stop the JVM (idempotent)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def meteor_score(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], jar: str | Path | None = None
+) -> float | None:
+    """Corpus METEOR of tokenised texts as pycocoevalcap computes it (one JVM for this call), or None
+    (with one warning) when Java or the jar is unavailable."""
+    scorer = MeteorScorer(jar)
+    try:
+        return scorer.score(hypotheses, references)
+    finally:
+        scorer.close()
