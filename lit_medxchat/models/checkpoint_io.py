@@ -113,15 +113,20 @@ def state_fingerprint(state_dict: Mapping[str, torch.Tensor], keys: Iterable[str
 
     Stored with a trainable-only checkpoint so a load can tell when the frozen base it is
     rebuilt on differs from the one it was trained on (another hub revision, another init_seed).
-    Sums in float64 are cheap (one pass) and stable across devices for the same weights.
+    Float64 sums are one pass over the weights; the hash is computed once per run and cached.
     """
     digest = hashlib.sha256()
     for key in sorted(keys):
         tensor = state_dict[key]
         digest.update(key.encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        values = tensor.detach().to("cpu", torch.float64)
-        digest.update(f"{values.sum().item():.6e}|{values.abs().sum().item():.6e}".encode())
+        values = tensor.detach()
+        if not values.is_floating_point():
+            values = values.double()
+        # float64 accumulation on the tensor's own device, without a float64 copy of a large tensor
+        total = torch.sum(values, dtype=torch.float64).item()
+        magnitude = torch.sum(values.abs(), dtype=torch.float64).item()
+        digest.update(f"{total:.6e}|{magnitude:.6e}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -231,6 +231,16 @@ def test_checkpoint_holds_only_trainable_weights_and_ema_and_loads_strictly(tmp_
         assert torch.equal(restored.state_dict()[name], value)
     assert torch.equal(restored.ema.shadow["controlnet.controlnet_mid_block.weight"], shadow)
 
+    # Resume from the trainable-only checkpoint continues the step count and the EMA.
+    resumed = make_model(ema_decay=0.9, cfg_dropout_prob=0.5)
+    resume = trainer(max_steps=4, default_root_dir=tmp_path)
+    resume.fit(resumed, loader(diffusion_batch(), 4), ckpt_path=path)
+    assert resume.global_step == 4
+    assert not torch.equal(resumed.ema.shadow["controlnet.controlnet_mid_block.weight"].cpu(), shadow)
+    # Another frozen base (here another init_seed) loads the branch but says so.
+    with pytest.warns(UserWarning, match="frozen base weights differ"):
+        CXRDiffusion.load_from_checkpoint(path, init_seed=1)
+
     broken = dict(checkpoint["state_dict"])
     broken.pop("control.controlnet.controlnet_mid_block.weight")
     with pytest.raises(CheckpointMismatchError, match="controlnet_mid_block.weight"):
