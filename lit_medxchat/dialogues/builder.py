@@ -91,7 +91,7 @@ class DialogueBuilder:
         else:
             stats["report_empty"] += 1
         dialogues += rules.vqa_dialogues(rng, labels, facts, stats)
-        t2i = self._llm_t2i(key, report_text, view, rng) if self.client and report_text.strip() else None
+        t2i = self._llm_t2i(key, report_text, view) if self.client and report_text.strip() else None
         if t2i is None:
             rule_t2i = rules.t2i_dialogue(rng, labels, facts, view, stats)
             t2i = [rule_t2i] if rule_t2i else []
@@ -112,7 +112,7 @@ class DialogueBuilder:
         if bad:
             raise ValueError(f"sample {key}: label values {bad} are not 1.0/0.0/-1.0/None")
 
-    def _llm_t2i(self, key: str, report_text: str, view: str, rng: random.Random) -> list[dict] | None:
+    def _llm_t2i(self, key: str, report_text: str, view: str) -> list[dict] | None:
         """Text-to-CXR dialogues from the API, or None (counted, warned once) to use the rules.
 
         The LLM path draws from its own generator so that the rule dialogues of a sample are the
