@@ -70,6 +70,8 @@ def encode_cxr_image(path: str | Path, image_size: int, quality: int = JPEG_QUAL
         image = Image.open(path)
     except FileNotFoundError as error:
         raise ImageError("missing-image", f"{path} does not exist") from error
+    except PermissionError as error:
+        raise ImageError("unreadable-file", f"{path}: {error}; check the file's permissions") from error
     except Image.DecompressionBombError as error:
         raise ImageError("image-too-large", f"{path}: {error}") from error
     except (UnidentifiedImageError, OSError) as error:
