@@ -258,5 +258,6 @@ def _read_user_ct(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, floa
         raise SynthSourceError(f"--ct {path}: cannot read it as NIfTI ({type(err).__name__}: {err})") from err
     if hu.ndim != 3:
         raise SynthSourceError(f"--ct {path}: expected a 3-D volume, got shape {hu.shape}")
+    hu = np.where(hu > 1800.0, 60.0, hu)  # undiluted IV contrast, denser than any bone: render as blood
     hu = _remove_table(hu)
     return hu, segment_ct(hu, spacing), spacing
