@@ -67,7 +67,13 @@ _TYPES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # Where the words describing one finding end: "consistent with" links a finding to its name
 # ("right lower lobe opacity consistent with consolidation"), so it is no boundary.
-_BOUNDARY = re.compile(r",|;|:|\band\b|(?<!consistent )(?<!compatible )\bwith\b|\bbut\b|\bwhich\b")
+# An "and" right after a lobe or a side joins two sites of one finding ("left lower lobe and right
+# middle lobe consolidation", "right and left lower lobes"), so it is no boundary either.
+_BOUNDARY = re.compile(
+    r",|;|:|(?<!lobe )(?<!lobes )(?<!right )(?<!left )\band\b"
+    r"|(?<!consistent )(?<!compatible )\bwith\b|\bbut\b|\bwhich\b"
+)
+_BOTH_LOBES = re.compile(r"\b(?:right and left|left and right|both)\s+(?:upper|middle|lower)\s+lobes\b")
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,11 @@ def _window(mention: Mention) -> str:
 
 def parse_location(text: str) -> str:
     """Canonical location in lower-case `text`, most specific first; "" when none is stated."""
-    if match := _LOBE.search(text):
-        return f"{match.group(1)} {match.group(2)} lobe"
+    if _BOTH_LOBES.search(text):
+        return "bilateral"
+    lobes = list(dict.fromkeys(f"{m.group(1)} {m.group(2)} lobe" for m in _LOBE.finditer(text)))
+    if lobes:
+        return " and ".join(lobes)
     if _LINGULA.search(text):
         return "lingula"
     if _BILATERAL.search(text):

@@ -151,6 +151,26 @@ def test_location_and_type_of_a_finding_named_after_its_sign():
     assert answers == {("presence", "yes"), ("location", "right lower lobe"), ("sst", "patchy")}
 
 
+@pytest.mark.parametrize(
+    ("text", "label", "location"),
+    [
+        ("Small right effusion and left lower lobe consolidation.", "Pleural Effusion", "right"),
+        ("Small right effusion and left lower lobe consolidation.", "Consolidation", "left lower lobe"),
+        (
+            "Left lower lobe and right middle lobe consolidation.",
+            "Consolidation",
+            "left lower lobe and right middle lobe",
+        ),
+        ("Consolidation in the right and left lower lobes.", "Consolidation", "bilateral"),
+        ("Effusion at the left base.", "Pleural Effusion", "left base"),
+        ("Small left apical pneumothorax.", "Pneumothorax", "left apex"),
+        ("Retrocardiac opacity consistent with consolidation.", "Consolidation", "retrocardiac"),
+    ],
+)
+def test_location_parsing(text, label, location):
+    assert read_report({"findings": text}, "").facts(label).location == location
+
+
 def test_facts_are_not_mixed_across_findings():
     facts = read_report(
         {
