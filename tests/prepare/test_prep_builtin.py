@@ -16,7 +16,7 @@ def test_builtin_dataset_reconciles_with_its_shards(tmp_path):
     from lit_medxchat.synth.cli import main as synth
 
     root = tmp_path / "synth"
-    argv = ["--out", str(root), "--num-subjects", "3", "--phantom", "--image-size", "64", "--no-progress"]
+    argv = ["--out", str(root), "--num-subjects", "2", "--phantom", "--image-size", "64", "--no-progress"]
     assert synth(argv) == 0
     options = PrepareOptions(image_size=32, samples_per_shard=5, workers=2, progress=False)
     result = prepare_mimic_cxr(root, tmp_path / "out", options=options)
