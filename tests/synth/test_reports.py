@@ -132,3 +132,20 @@ def test_labels_blank_when_not_mentioned_and_no_finding_rule():
     mentioned = {n for n, v in report.labels.items() if v is not None}
     for name in set(CHEXPERT_LABELS) - mentioned:
         assert not re.search(KEYWORDS.get(name, "^$"), report.impression.lower()), name
+
+
+def test_project_labeler_reads_the_same_labels_from_the_impression():
+    """An independent reader of the text (the project's CheXpert-style labeler) agrees with our labels."""
+    from lit_medxchat.labeler import label_report
+
+    disagreements = []
+    for i in range(300):
+        rng = np.random.default_rng([9, i])
+        report = write_report(sample_findings(rng, portable=i % 3 == 0), "CHEST (PA AND LAT)", ["PA", "LATERAL"], rng)
+        read = label_report(report.impression)
+        disagreements += [
+            (name, value, read.get(name), report.impression)
+            for name, value in report.labels.items()
+            if read.get(name) != value
+        ]
+    assert not disagreements, disagreements[:3]
