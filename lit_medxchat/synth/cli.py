@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({summary.normal_studies} studies without findings; studies by split: {splits}; "
         f"{summary.images / seconds:.1f} images/s; anatomy: {anatomy.source})"
     )
+    if summary.unplaced:
+        items = ", ".join(f"{k} x{v}" for k, v in sorted(summary.unplaced.items()))
+        print(
+            f"note: {sum(summary.unplaced.values())} drawn findings had no place in this anatomy and were left out "
+            f"of images and reports: {items}"
+        )
     if args.preview:
         placed = contact_sheet(summary.previews, args.preview)
         print(f"preview: {placed} images in {args.preview}")

@@ -48,6 +48,7 @@ class StudyResult:
     chexpert_row: list
     ground_truth: dict
     previews: list[tuple[np.ndarray, str]]
+    unplaced: list[str]
 
 
 def plan_studies(num_subjects: int, seed: int) -> list[StudyPlan]:
@@ -93,12 +94,6 @@ PREVIEW_STUDIES = 60
 def _init_worker(anatomy: Anatomy) -> None:
     global _ANATOMY
     _ANATOMY = anatomy
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # optional: numpy/scipy here are single-threaded for our calls anyway
-        pass
 
 
 def render_study(anatomy: Anatomy, plan: StudyPlan, seed: int, out: Path, size: int, keep_previews: int) -> StudyResult:
@@ -110,12 +105,18 @@ def render_study(anatomy: Anatomy, plan: StudyPlan, seed: int, out: Path, size: 
     findings = sample_findings(rng, portable=positions == ["AP"])
     deltas: list[Delta] = []
     devices: list[Device] = []
+    placed, unplaced = [], []
     for i, finding in enumerate(findings):
         change = insert_finding(anatomy, finding, sample_delta_rng(seed, plan.index, i))
         if isinstance(change, Device):
             devices.append(change)
         elif change is not None:
             deltas.append(change)
+        if change is None:  # e.g. a lobe this CT's segmentation lacks: neither shown nor reported
+            unplaced.append(f"{finding.kind} ({finding.location})")
+        else:
+            placed.append(finding)
+    findings = placed
     report = write_report(findings, procedure, positions, rng)
 
     study_dir = out / layout.subject_dir(plan.subject_id) / f"s{plan.study_id}"
@@ -174,7 +175,7 @@ def render_study(anatomy: Anatomy, plan: StudyPlan, seed: int, out: Path, size: 
         "images": images,
         "anatomy": anatomy.source,
     }
-    return StudyResult(plan.index, metadata_rows, split_rows, chexpert_row, ground_truth, previews)
+    return StudyResult(plan.index, metadata_rows, split_rows, chexpert_row, ground_truth, previews, unplaced)
 
 
 def _caption(finding) -> str:
@@ -212,6 +213,7 @@ class Summary:
     by_split: dict[str, int]
     normal_studies: int
     previews: list[tuple[np.ndarray, str]]
+    unplaced: dict[str, int]  # findings drawn but impossible in this anatomy (left out of image and report)
 
 
 def generate(
@@ -229,6 +231,7 @@ def generate(
     metadata, splits, chexpert, previews = [], [], [], []
     by_split = {name: 0 for name, _ in layout.SPLIT_FRACTIONS}
     normal = 0
+    unplaced: dict[str, int] = {}
     seen_dicoms: set[str] = set()
     results = iter_studies(anatomy, plans, seed, out, size, workers, keep_previews)
     if progress is not None:
@@ -245,8 +248,10 @@ def generate(
             by_split[result.ground_truth["split"]] += 1
             normal += not result.ground_truth["findings"]
             previews += result.previews
+            for item in result.unplaced:
+                unplaced[item] = unplaced.get(item, 0) + 1
             truth.write(json.dumps(result.ground_truth, sort_keys=True) + "\n")
     layout.write_csv_gz(out / layout.METADATA_CSV, layout.METADATA_COLUMNS, metadata)
     layout.write_csv_gz(out / layout.SPLIT_CSV, layout.SPLIT_COLUMNS, splits)
     layout.write_csv_gz(out / layout.CHEXPERT_CSV, layout.CHEXPERT_COLUMNS, chexpert)
-    return Summary(len(plans), len(metadata), num_subjects, by_split, normal, previews)
+    return Summary(len(plans), len(metadata), num_subjects, by_split, normal, previews, unplaced)

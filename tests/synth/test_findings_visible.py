@@ -107,3 +107,13 @@ def test_heart_projects_larger_on_ap_than_on_pa(phantom):
         footprint = line_integrals(phantom, pose, SIZE, [change]) - line_integrals(phantom, pose, SIZE)
         areas[view] = int((footprint > 0.05).sum())
     assert areas["AP"] > 1.1 * areas["PA"], areas
+
+
+def test_finding_without_its_structure_is_not_placed(phantom):
+    """A CT segmentation lacking a lobe cannot show a finding there; the generator then leaves it out."""
+    from lit_medxchat.synth.anatomy import RML, RUL
+
+    no_middle_lobe = replace(phantom, labels=np.where(phantom.labels == RML, RUL, phantom.labels).astype(np.uint8))
+    finding = Finding("consolidation", "right", "right middle lobe", "moderate", None, True)
+    assert insert_finding(no_middle_lobe, finding, np.random.default_rng(0)) is None
+    assert insert_finding(phantom, finding, np.random.default_rng(0)) is not None
