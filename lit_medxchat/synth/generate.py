@@ -8,6 +8,7 @@ write their study's images and report; the parent writes CSVs and ground truth i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -190,19 +191,23 @@ def _work(args: tuple[StudyPlan, int, str, int, int]) -> StudyResult:
     return render_study(_ANATOMY, plan, seed, Path(out), size, keep)
 
 
-def iter_studies(
+@contextlib.contextmanager
+def study_results(
     anatomy: Anatomy, plans: list[StudyPlan], seed: int, out: Path, size: int, workers: int, keep_previews: int
-) -> Iterator[StudyResult]:
-    """Results in study order, rendered by `workers` processes (1 = in this process)."""
+) -> Iterator[Iterator[StudyResult]]:
+    """Results in study order, rendered by `workers` processes (1 = in this process).
+
+    The pool is started on entry, before any progress-bar thread exists, so forking is safe.
+    """
     # Only the first studies send pixels back for the contact sheet.
     jobs = [(p, seed, str(out), size, keep_previews if p.index < PREVIEW_STUDIES else 0) for p in plans]
     if workers <= 1:
         _init_worker(anatomy)
-        yield from map(_work, jobs)
+        yield map(_work, jobs)
         return
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=(anatomy,)) as pool:
-        yield from pool.imap(_work, jobs, chunksize=max(1, min(8, len(jobs) // (workers * 8))))
+        yield pool.imap(_work, jobs, chunksize=max(1, min(8, len(jobs) // (workers * 8))))
 
 
 @dataclass
@@ -233,10 +238,12 @@ def generate(
     normal = 0
     unplaced: dict[str, int] = {}
     seen_dicoms: set[str] = set()
-    results = iter_studies(anatomy, plans, seed, out, size, workers, keep_previews)
-    if progress is not None:
-        results = progress(results, len(plans))
-    with open(out / layout.GROUND_TRUTH, "w", encoding="utf-8") as truth:
+    with (
+        study_results(anatomy, plans, seed, out, size, workers, keep_previews) as results,
+        open(out / layout.GROUND_TRUTH, "w", encoding="utf-8") as truth,
+    ):
+        if progress is not None:
+            results = progress(results, len(plans))
         for result in results:
             for row in result.metadata_rows:
                 if row[0] in seen_dicoms:
