@@ -85,16 +85,16 @@ def extract_xray_prompts(answer: str) -> tuple[list[str], list[str]]:
 
 
 def load_image(image: Any) -> Image.Image:
-    """A path or PIL image as an RGB PIL image (grey CXRs are replicated to 3 channels)."""
+    """A path or PIL image as an 8-bit grey PIL image (CXRs are grey; colour input is converted)."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return image.convert("L")
     path = Path(image)
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist; pass an existing CXR file (JPEG/PNG).")
     with Image.open(path) as opened:
-        return opened.convert("RGB")
+        return opened.convert("L")
 
 
 def preprocess_images(
@@ -102,21 +102,18 @@ def preprocess_images(
 ) -> torch.Tensor:
     """Images -> (N, 3, image_size, image_size) floats, normalised with the tower's mean/std.
 
-    Square bicubic resize, as the chat DataModule feeds the tower (CXRs are close to square).
+    The chat DataModule's evaluation path exactly: grey, letterboxed into a square (black borders),
+    replicated to 3 channels, (x / 255 - mean) / std.
     """
-    from PIL import Image
+    from datamodules.transforms import square_grey, to_rgb
 
-    tensors = []
-    for image in images:
-        rgb = load_image(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
-        array = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).reshape(image_size, image_size, 3)
-        tensors.append(array.permute(2, 0, 1).float() / 255.0)
+    tensors = [
+        to_rgb(square_grey(load_image(image), image_size), 1.0 / 255.0, 0.0, tuple(mean), tuple(std))
+        for image in images
+    ]
     if not tensors:
         return torch.zeros(0, 3, image_size, image_size)
-    batch = torch.stack(tensors)
-    mean_t = torch.tensor(list(mean), dtype=batch.dtype).view(1, 3, 1, 1)
-    std_t = torch.tensor(list(std), dtype=batch.dtype).view(1, 3, 1, 1)
-    return (batch - mean_t) / std_t
+    return torch.stack(tensors)
 
 
 class MedXChatPipeline:

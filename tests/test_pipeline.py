@@ -106,13 +106,14 @@ def test_report_request_with_an_image_file_matches_the_model(chat_run, tmp_path)
     ]
 
 
-def test_preprocessing_replicates_grey_and_normalises():
+def test_preprocessing_letterboxes_replicates_grey_and_normalises():
     from PIL import Image
 
-    white = Image.new("L", (30, 20), 255)
+    white = Image.new("RGB", (32, 16), (255, 255, 255))  # wide: black bands above and below
     pixels = preprocess_images([white], 8, (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
     assert pixels.shape == (1, 3, 8, 8)
-    assert torch.allclose(pixels[0, :, 0, 0], torch.tensor([1.0, 3.0, 1.0]))
+    assert torch.allclose(pixels[0, :, 4, 4], torch.tensor([1.0, 3.0, 1.0]))  # white, per-channel normalised
+    assert torch.allclose(pixels[0, :, 0, 4], torch.tensor([-1.0, -1.0, 0.0]))  # black letterbox band
     with pytest.raises(FileNotFoundError, match="no-such.png"):
         preprocess_images(["no-such.png"], 8, (0.5,) * 3, (0.5,) * 3)
 
