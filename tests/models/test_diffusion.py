@@ -3,6 +3,8 @@ trains, what stays frozen, sampling, validation outputs, checkpoints and config 
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import pytest
 import torch
@@ -97,8 +99,8 @@ def test_at_init_output_equals_frozen_sd_exactly(model):
     assert all(torch.count_nonzero(r) == 0 for r in [*down, mid])
 
 
-def test_randomised_zero_convs_make_the_text_change_the_residuals():
-    model = make_model()
+def test_randomised_zero_convs_make_the_text_change_the_residuals(model):
+    model = copy.deepcopy(model)
     branch = model.control
     with torch.no_grad():
         for conv in [*branch.controlnet.controlnet_down_blocks, branch.controlnet.controlnet_mid_block]:
@@ -189,8 +191,8 @@ class OutputRecorder(L.Callback):
         self.outputs.append(outputs)
 
 
-def test_validation_returns_images_for_the_metric_callbacks():
-    model = make_model(val_generate_batches=1, num_inference_steps=2)
+def test_validation_returns_images_for_the_metric_callbacks(model):
+    assert model.hparams.val_generate_batches == 1
     recorder = OutputRecorder()
     batch = diffusion_batch(n=2)
     metrics = trainer(callbacks=[recorder]).validate(model, loader(batch, 2), verbose=False)
@@ -244,9 +246,9 @@ def test_checkpoint_holds_only_trainable_weights_and_ema_and_loads_strictly(tmp_
     broken = dict(checkpoint["state_dict"])
     broken.pop("control.controlnet.controlnet_mid_block.weight")
     with pytest.raises(CheckpointMismatchError, match="controlnet_mid_block.weight"):
-        make_model(ema_decay=0.9).load_state_dict(broken)
+        restored.load_state_dict(broken)
     with pytest.raises(CheckpointMismatchError, match="unexpected keys: control.extra"):
-        make_model().load_state_dict({**checkpoint["state_dict"], "control.extra": torch.zeros(1)})
+        restored.load_state_dict({**checkpoint["state_dict"], "control.extra": torch.zeros(1)})
 
 
 def test_long_reports_are_counted_not_silently_cut(model):
@@ -257,9 +259,9 @@ def test_long_reports_are_counted_not_silently_cut(model):
     assert ids[0, -1] == model.tokenizer.eos_token_id
 
 
-def test_rebuilt_model_is_identical():
+def test_rebuilt_model_is_identical(model):
     """Export and resume rebuild the frozen base and tokenizer from hyper-parameters."""
-    a, b = make_model(), make_model()
+    a, b = model, make_model()
     assert a.tokenizer(TEXTS)["input_ids"] == b.tokenizer(TEXTS)["input_ids"]
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
