@@ -1,7 +1,9 @@
 """Three fits over the same shards: uninterrupted, stopped mid-epoch with a checkpoint, resumed from it.
 
 Imported by the in-process resume test; run as a script (one process per rank, LOCAL_RANK set by the test)
-for the 2-rank DDP test. Each run records the keys of every training and validation batch it sees.
+for the 2-rank DDP test, which skips the uninterrupted fit and compares with `expected_keys` (the loader's
+own sequence for the rank; the in-process test shows a Trainer sees exactly that). Each run records the
+keys of every training and validation batch it sees.
 Usage: python dm_resume_run.py DATA_DIR OUT_DIR STOP_STEP NUM_WORKERS
 """
 
@@ -51,11 +53,26 @@ def _datamodule(data_dir: str, num_workers: int) -> ClassifierDataModule:
                                 shuffle_window=8, seed=3)
 
 
-def run_all(data_dir: str, out_dir: Path, stop_step: int, num_workers: int, devices: int = 1) -> dict:
-    """Returns (and the caller may save) the key sequences of the three fits for this rank."""
+def expected_keys(data_dir: str, rank: int, world_size: int, epochs: int = 2) -> list[list[str]]:
+    """The training batches `rank` must see, straight from the loader (no Trainer): the DDP reference."""
+    loader = _datamodule(data_dir, 0).train_dataloader()
+    loader.dataset.set_rank(rank, world_size)
+    keys = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        keys += [batch["keys"] for batch in loader]
+    return keys
+
+
+def run_all(data_dir: str, out_dir: Path, stop_step: int, num_workers: int, devices: int = 1,
+            uninterrupted: bool = True) -> dict:
+    """Returns the key sequences of the fits for this rank (the uninterrupted one only if asked)."""
     whole = KeyRecorder()
-    whole_trainer = _trainer(devices, out_dir, max_epochs=2, callbacks=[SkippedSamplesLogger()])
-    whole_trainer.fit(whole, _datamodule(data_dir, num_workers))
+    logged = {}
+    if uninterrupted:
+        whole_trainer = _trainer(devices, out_dir, max_epochs=2, callbacks=[SkippedSamplesLogger()])
+        whole_trainer.fit(whole, _datamodule(data_dir, num_workers))
+        logged = {name: float(value) for name, value in whole_trainer.callback_metrics.items()}
 
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "ckpt", every_n_train_steps=stop_step,
                                               save_top_k=-1, filename="stop")
@@ -73,13 +90,14 @@ def run_all(data_dir: str, out_dir: Path, stop_step: int, num_workers: int, devi
         "first_train": first.train_keys,
         "second_train": second.train_keys,
         "second_val": second.val_keys,
-        "logged": {name: float(value) for name, value in whole_trainer.callback_metrics.items()},
+        "logged": logged,
     }
 
 
 def main(argv: list[str]) -> None:
     data_dir, out_dir, stop_step, num_workers = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
-    result = run_all(data_dir, out_dir, stop_step, num_workers, devices=int(os.environ.get("WORLD_SIZE", "1")))
+    result = run_all(data_dir, out_dir, stop_step, num_workers, devices=int(os.environ.get("WORLD_SIZE", "1")),
+                     uninterrupted=False)
     (out_dir / f"rank{result['rank']}.json").write_text(json.dumps(result))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
-from dm_resume_run import run_all
+from dm_resume_run import expected_keys, run_all
 
 HERE = Path(__file__).parent
 
@@ -47,16 +47,18 @@ def test_two_ddp_ranks_resume_exactly_and_cover_validation_once(shard_dir, tmp_p
 
     per_epoch = (37 // 2) // 2  # 18 samples per rank, batches of 2
     for rank in ranks:
-        assert len(rank["whole_train"]) == 2 * per_epoch, "every rank runs the same number of steps"
-        assert rank["first_train"] + rank["second_train"] == rank["whole_train"], f"rank {rank['rank']} resume"
+        whole = expected_keys(str(shard_dir), rank["rank"], 2)
+        assert len(whole) == 2 * per_epoch, "every rank runs the same number of steps"
+        assert rank["first_train"] + rank["second_train"] == whole, f"rank {rank['rank']} resume"
+        rank["whole_train"] = whole
     for epoch in range(2):
         seen = [key for rank in ranks for batch in rank["whole_train"][epoch * per_epoch : (epoch + 1) * per_epoch]
                 for key in batch]
         assert len(seen) == len(set(seen)) == 36, "ranks must read disjoint samples within an epoch"
 
-    # validation: 7 samples, every one exactly once across the 2 ranks, each validation pass
-    passes = [[key for batch in rank["whole_val"] for key in batch] for rank in ranks]
-    assert len(ranks[0]["whole_val"]) == len(ranks[1]["whole_val"]) == 2 * 2  # 2 passes x 2 batches per rank
+    # validation (end of epochs 0 and 1 of the resumed fit): 7 samples, each exactly once across the 2 ranks
+    passes = [[key for batch in rank["second_val"] for key in batch] for rank in ranks]
+    assert len(ranks[0]["second_val"]) == len(ranks[1]["second_val"]) == 2 * 2  # 2 passes x 2 batches per rank
     for rank_keys in passes:
         assert rank_keys[: len(rank_keys) // 2] == rank_keys[len(rank_keys) // 2 :]
     one_pass = passes[0][: len(passes[0]) // 2] + passes[1][: len(passes[1]) // 2]
