@@ -15,6 +15,7 @@ The result is cached as an .npz so later runs load it in well under a second.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -105,7 +106,7 @@ class Anatomy:
             else:
                 arrays[f.name] = np.asarray(value)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # concurrent runs never share a temp file
         np.savez_compressed(tmp, **arrays)
         tmp.replace(path)
 

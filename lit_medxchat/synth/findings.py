@@ -282,7 +282,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
         box = tuple(slice(0, n) for n in shape)
     sub_shape = tuple(b.stop - b.start if b.stop <= n else n - b.start for b, n in zip(box, shape, strict=True))
     noise = rng.standard_normal(sub_shape).astype(np.float32)
-    noise = ndimage.uniform_filter(noise, size=max(2, int(round(2.5 * sigma))))
+    noise = ndimage.gaussian_filter(noise, sigma, truncate=2.5)
     out[box] = (noise - noise.mean()) / (noise.std() + 1e-6)
     return out
 
@@ -419,6 +419,11 @@ def _insert_pneumothorax(anatomy, finding, rng):
     rim = finding.size_mm
     taper = np.clip((z - (z_top - extent)) / max(extent, 1.0) * 1.5, 0.3, 1.0)  # widest at the apex
     depth = anatomy.lung_depth_mm
+    # Air collects against the chest wall (lateral and apical), not along the mediastinum.
+    xs = np.broadcast_to(x, lung.shape)[lung]
+    half_width = 0.5 * (xs.max() - xs.min())
+    lateral = (np.abs(x) - np.abs(xs).mean()) / half_width + 0.6
+    region &= (lateral > 0.0) | (z > z_top - 30.0)
     air = region & (depth < rim * taper)
     line = region & (depth >= rim * taper) & (depth < rim * taper + 2.5)
     change = np.where(air, -anatomy.mu, 0.0)
