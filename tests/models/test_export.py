@@ -178,3 +178,29 @@ def test_export_refuses_what_it_cannot_read(tmp_path, ddp_run):
     torch.save(tampered, tmp_path / "tampered.ckpt")
     with pytest.raises(RuntimeError, match="missing trainable keys"):
         export_main(["--ckpt", str(tmp_path / "tampered.ckpt"), "--out", str(tmp_path / "o")])
+
+
+def test_llm_lora_checkpoint_exports_through_the_same_command(tmp_path):
+    """`export` picks MedXChatLoRA from the checkpoint and writes a peft adapter + merged model."""
+    from peft import PeftConfig
+
+    from lit_medxchat.models.checkpoint_io import filter_state_dict, trainable_keys
+    from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
+    from lit_medxchat.tokenizer import train_tokenizer
+
+    texts = ["PA view of the chest was obtained. findings: small left pleural effusion."] * 20
+    train_tokenizer(texts, vocab_size=300, out_dir=tmp_path / "tokenizer")
+    model = MedXChatLoRA(str(tmp_path / "tokenizer"), **tiny_options())
+    with torch.no_grad():  # make the LoRA weights non-trivial so the round trip means something
+        for name, param in model.named_parameters():
+            if param.requires_grad and "lora_B" in name:
+                param.normal_(0, 0.02)
+    checkpoint = {
+        "state_dict": filter_state_dict(model.state_dict(), trainable_keys(model)),
+        "hyper_parameters": dict(model.hparams),
+        "module_class": f"{MedXChatLoRA.__module__}.MedXChatLoRA",
+    }
+    torch.save(checkpoint, tmp_path / "llm.ckpt")
+    assert export_main(["--ckpt", str(tmp_path / "llm.ckpt"), "--out", str(tmp_path / "out")]) == 0
+    assert PeftConfig.from_pretrained(tmp_path / "out" / "lora").r == model.lora_options.r
+    assert (tmp_path / "out" / "merged" / "config.json").is_file()
