@@ -185,11 +185,19 @@ def build_sd_parts(
     text_encoder_config.setdefault("eos_token_id", tokenizer.eos_token_id)
     text_encoder_config.setdefault("bos_token_id", tokenizer.bos_token_id)
     text_encoder_config.setdefault("pad_token_id", tokenizer.pad_token_id)
+    builders = {
+        "vae_config": lambda: AutoencoderKL(**vae_config),
+        "unet_config": lambda: UNet2DConditionModel(**unet_config),
+        "text_encoder_config": lambda: CLIPTextModel(CLIPTextConfig(**text_encoder_config)),
+    }
+    parts = {}
     with seeded_init(init_seed):
-        vae = AutoencoderKL(**vae_config)
-        unet = UNet2DConditionModel(**unet_config)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text_encoder_config))
-    return SDParts(vae, unet, text_encoder, tokenizer)
+        for field, build in builders.items():
+            try:
+                parts[field] = build()
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"`{field}` does not build its model: {error}") from error
+    return SDParts(parts["vae_config"], parts["unet_config"], parts["text_encoder_config"], tokenizer)
 
 
 def validate_sd_parts(parts: SDParts, image_size: int) -> tuple[int, int]:

@@ -275,6 +275,10 @@ def test_rebuilt_model_is_identical(model):
         ({"sampler": "euler"}, "sampler"),
         ({"text_encoder_config": {**tiny_diffusion_kwargs()["text_encoder_config"], "vocab_size": 10}}, "vocab_size"),
         ({"unet_config": None}, "unet_config"),
+        (
+            {"unet_config": {**tiny_diffusion_kwargs()["unet_config"], "down_block_types": ["NoSuchBlock2D"] * 2}},
+            "unet_config",
+        ),
         ({"name_or_path": "/nonexistent/sd"}, "name_or_path"),
     ],
 )
