@@ -12,8 +12,10 @@ random weights drawn under `init_seed`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,17 @@ class _ImageClassifier(TrainableOnlyCheckpoint, L.LightningModule):
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
         return (images - self._mean) / self._std
 
+    @contextlib.contextmanager
+    def _judging(self) -> Iterator[None]:
+        """Eval mode for the judge/FID calls, restored after: BatchNorm statistics must not drift
+        while the classifier scores generated images, and dropout must not randomise its verdict."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
     def logits(self, pixel_values: Tensor) -> Tensor:
         return self.model(pixel_values=pixel_values, **self._forward_kwargs()).logits
 
@@ -141,7 +154,8 @@ class _ImageClassifier(TrainableOnlyCheckpoint, L.LightningModule):
     @torch.no_grad()
     def features(self, images01: Tensor) -> Tensor:
         """Penultimate pooled features (B, `num_features`) of images in [0, 1] (FID / judge features)."""
-        return self._pooled(self.preprocess(images01)).float()
+        with self._judging():
+            return self._pooled(self.preprocess(images01)).float()
 
     # ---- training -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -246,7 +260,8 @@ class ViewClassifier(_ImageClassifier):
     @torch.no_grad()
     def predict_proba(self, images01: Tensor) -> Tensor:
         """Softmax over `VIEW_CLASSES`, (B, 4), for images (B, 1|3, H, W) in [0, 1]."""
-        return self.logits(self.preprocess(images01)).float().softmax(-1)
+        with self._judging():
+            return self.logits(self.preprocess(images01)).float().softmax(-1)
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Cross-entropy of the batch's `view` indices; returns (loss, logits)."""
@@ -317,7 +332,8 @@ class FindingsClassifier(_ImageClassifier):
     @torch.no_grad()
     def predict_proba(self, images01: Tensor) -> Tensor:
         """Sigmoid probability of each of `CHEXPERT_LABELS`, (B, 14), for images in [0, 1]."""
-        return self.logits(self.preprocess(images01)).float().sigmoid()
+        with self._judging():
+            return self.logits(self.preprocess(images01)).float().sigmoid()
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """BCE averaged over the (sample, label) entries `label_mask` keeps; returns (loss, logits)."""

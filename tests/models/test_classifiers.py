@@ -88,6 +88,11 @@ def test_judge_api_takes_images01_of_any_size(kind):
     # normalisation: a mid-grey image maps to (0.5 - mean) / std
     expected = (0.5 - torch.tensor(model.image_mean)) / torch.tensor(model.image_std)
     assert torch.allclose(model.preprocess(torch.full((1, 1, SIZE, SIZE), 0.5))[0, :, 0, 0], expected)
+    # Judging a model that is training neither changes its BatchNorm statistics nor its mode.
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert torch.allclose(model.predict_proba(grey), probs) and model.model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="images01"):
         model.preprocess(torch.rand(2, 2, SIZE, SIZE))
 
