@@ -220,7 +220,3 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (optionally only those with `requires_grad`)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
-
-def describe(module: nn.Module) -> dict[str, Any]:
-    """Trainable / total parameter counts, for logs and the model summary."""
-    return {"trainable": count_parameters(module, True), "total": count_parameters(module)}
