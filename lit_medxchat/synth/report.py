@@ -242,11 +242,17 @@ INDICATIONS = [
 ]
 
 
-def _negatives(findings: list[Finding], rng: np.random.Generator, k: int) -> list[Statement]:
+# Negatives radiologists commonly repeat in an impression ("No pneumothorax."); the rest stay in findings.
+IMPRESSION_NEGATIVE_LABELS = frozenset({"Pleural Effusion", "Pneumothorax", "Consolidation", "Pneumonia", "Edema"})
+
+
+def _negatives(
+    findings: list[Finding], rng: np.random.Generator, k: int, labels: frozenset[str] | None = None
+) -> list[Statement]:
     touched = {name for f in findings for name in f.labels}
     if any(f.kind in ("consolidation", "edema", "atelectasis", "nodule", "mass") for f in findings):
         touched |= {"Consolidation", "Pneumonia"}
-    allowed = [n for n in NEGATIVES if not (set(n[1]) & touched)]
+    allowed = [n for n in NEGATIVES if not (set(n[1]) & touched) and (labels is None or set(n[1]) <= labels)]
     order = rng.permutation(len(allowed))
     chosen: list[Statement] = []
     covered: set[str] = set()
@@ -298,7 +304,7 @@ def write_report(findings: list[Finding], procedure: str, views: list[str], rng:
     if not any(f.kind != "support_device" for f in findings):
         impression.insert(0, Statement(_pick(rng, NORMAL_IMPRESSIONS), {}))
     elif rng.random() < 0.6:
-        impression += _negatives(findings, rng, k=1)
+        impression += _negatives(findings, rng, k=1, labels=IMPRESSION_NEGATIVE_LABELS)
     if not findings:
         body.insert(0, Statement(_pick(rng, ["The lungs are clear.", "Lungs are well expanded and clear."]), {}))
 
