@@ -383,6 +383,13 @@ def _option_value(argv: list[str], name: str) -> list[tuple[int, str]]:
     return hits
 
 
+def _announce_resume(checkpoint: str | Path) -> None:
+    """Tell `ContinuingWandbLogger` (created later by LightningCLI) which checkpoint's W&B run to continue."""
+    from lit_medxchat.wandb_run import RESUME_ENV
+
+    os.environ[RESUME_ENV] = str(checkpoint)
+
+
 def resolve_ckpt_path_args(argv: list[str]) -> list[str]:
     """Rewrite `--ckpt_path last` in a LightningCLI argv to the newest complete checkpoint of the run.
 
@@ -399,6 +406,7 @@ def resolve_ckpt_path_args(argv: list[str]) -> list[str]:
     if value != "last":
         if Path(value).exists():
             verify_checkpoint(value)
+            _announce_resume(value)
         return argv
     dirs = [Path(v) / "checkpoints" for _, v in _option_value(argv, "--trainer.default_root_dir")]
     dirs += _config_checkpoint_dirs([v for _, v in _option_value(argv, "--config") + _option_value(argv, "-c")])
@@ -409,6 +417,7 @@ def resolve_ckpt_path_args(argv: list[str]) -> list[str]:
         if newest is not None:
             print(f"lit-medxchat: --ckpt_path last -> {newest}", file=sys.stderr)
             replacement = str(newest)
+            _announce_resume(replacement)
             break
     else:
         print(f"lit-medxchat: --ckpt_path last: no complete checkpoint in {', '.join(map(str, dirs))}; starting "

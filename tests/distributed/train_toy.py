@@ -87,18 +87,32 @@ def main() -> None:
     parser.add_argument("--kill-in-save-step", type=int, default=None)
     parser.add_argument("--wandb", action="store_true", help="log to an offline ContinuingWandbLogger")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--reference-dir", type=Path, default=None,
+                        help="after the run, train again from scratch (same seed, no interruption) into this folder")
     args = parser.parse_args()
+    fit(args, args.run_dir, resume=args.resume)
+    if args.reference_dir is not None:
+        fit(args, args.reference_dir, resume=False)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def fit(args: argparse.Namespace, run_dir: Path, resume: bool) -> None:
+    """One training run into `run_dir`; `resume` continues from its newest complete checkpoint."""
+    from lit_medxchat.checkpointing import find_last_complete_checkpoint
 
     torch.set_num_threads(1)
     seed_everything(args.seed, workers=True)
-    args.run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     logger = False
     if args.wandb:
         from lit_medxchat.wandb_run import wandb_logger
 
-        logger = wandb_logger(project="fault-tests", save_dir=str(args.run_dir / "wandb"), offline=True, tags=["test"])
+        resume_from = find_last_complete_checkpoint(run_dir / "checkpoints") if resume else None
+        logger = wandb_logger(project="fault-tests", save_dir=str(run_dir / "wandb"), offline=True, tags=["test"],
+                              resume_checkpoint=str(resume_from) if resume_from else None)
     checkpoint = TornCheckpoint(
-        dirpath=args.run_dir / "checkpoints",
+        dirpath=run_dir / "checkpoints",
         filename="{epoch}-{step}",
         every_n_train_steps=args.ckpt_every,
         save_top_k=-1,
@@ -112,21 +126,23 @@ def main() -> None:
         max_steps=args.max_steps,
         logger=logger,
         log_every_n_steps=1,
-        callbacks=[checkpoint, LossRecorder(args.run_dir, args.kill_at_step)],
+        callbacks=[checkpoint, LossRecorder(run_dir, args.kill_at_step)],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=True,
     )
-    trainer.fit(ToyModel(), ToyDataModule(), ckpt_path="last" if args.resume else None)
+    trainer.fit(ToyModel(), ToyDataModule(), ckpt_path="last" if resume else None)
     if trainer.is_global_zero:
         result = {"global_step": trainer.global_step, "world_size": trainer.world_size, "ckpt_path": trainer.ckpt_path}
         if args.wandb:
             result |= {"wandb_id": logger.version, "wandb_skipped_rows": logger.skipped_rows,
                        "wandb_last_step": logger.last_logged_step}
-        (args.run_dir / "result.json").write_text(json.dumps(result))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+        (run_dir / "result.json").write_text(json.dumps(result))
+    if args.wandb:
+        import wandb
+
+        wandb.finish()  # the reference run in the same process must open its own W&B run
 
 
 if __name__ == "__main__":
