@@ -118,3 +118,20 @@ def test_batches_without_outputs_are_counted_and_wrong_outputs_rejected():
     assert callback._batches_without_outputs == 1 and len(callback._items) == 2
     with pytest.raises(TypeError, match="must return"):
         callback._batch_end(torch.zeros(1), None, None)
+
+
+def test_test_stage_logs_under_test_prefix():
+    from callbacks.vqa_metrics import VQAMetrics
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[VQAMetrics()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (results,) = trainer.test(FixedOutputModule(), verbose=False)
+    assert results["test/vqa_n"] == NUM_ITEMS // 2
+    assert not any(k.startswith("val/") for k in results)
