@@ -36,7 +36,7 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError,
 # any name an example builder lists under EVENTS_KEY for kept samples worth counting (e.g. "truncated").
 SKIPPED_PREFIX = "skipped/"
 EVENTS_KEY = "_events"
-MAX_SKIP_WARNINGS = 20  # per worker; later skips are still counted, and logged at DEBUG level
+MAX_SKIP_WARNINGS = 20  # per worker and epoch; later skips are still counted, and logged at DEBUG level
 
 
 class ShardMismatchError(RuntimeError):
@@ -257,6 +257,7 @@ class ShardBatchStream(IterableDataset):
         self.rank, self.world_size = 0, 1
         self.epoch = 0
         self.start_batch = 0
+        self._skips_this_pass = 0  # per worker and epoch, to cap the warnings
 
     def set_rank(self, rank: int, world_size: int) -> None:
         self.rank, self.world_size = rank, world_size
@@ -303,12 +304,12 @@ class ShardBatchStream(IterableDataset):
         except DECODE_ERRORS as error:
             reason, detail = f"decode-error-{type(error).__name__}", str(error)
         skipped[SKIPPED_PREFIX + reason] += 1
+        self._skips_this_pass += 1
         where = f"{self.manifest.shards[shard_index].name}: sample {offset} ({sample.key})"
-        total = sum(count for name, count in skipped.items() if name.startswith(SKIPPED_PREFIX))
-        level = logging.WARNING if total <= MAX_SKIP_WARNINGS else logging.DEBUG
-        log.log(
-            level, "%s skipped, %s: %s (worker %d: %d skipped in this batch)", where, reason, detail, worker_id, total
-        )
+        level = logging.WARNING if self._skips_this_pass <= MAX_SKIP_WARNINGS else logging.DEBUG
+        log.log(level, "%s skipped, %s: %s (rank %d worker %d: %d skipped this epoch%s)", where, reason, detail,
+                self.rank, worker_id, self._skips_this_pass,
+                "; further skips are logged at DEBUG" if self._skips_this_pass == MAX_SKIP_WARNINGS else "")
         return None
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], dict[str, int]]]:
@@ -317,6 +318,7 @@ class ShardBatchStream(IterableDataset):
         batches = self.plan()
         # A reader per iteration: file handles must never be shared with forked workers (shared offsets).
         reader = ShardReader(self.manifest)
+        self._skips_this_pass = 0
         last_good: dict[str, Any] | None = None
         try:
             for index in worker_batch_indices(

@@ -99,3 +99,17 @@ def test_manifest_errors_name_the_file_and_the_fix(tmp_path):
 def test_too_few_samples_for_one_batch_is_an_error(shard_dir):
     with pytest.raises(ValueError, match="cannot fill one batch"):
         _module(shard_dir, batch_size=64).train_dataloader()
+
+
+def test_a_batch_with_no_good_sample_repeats_the_previous_one(tmp_path):
+    write_split(tmp_path, "validate", [6], corrupt=frozenset({2, 3}))
+    module = _module(tmp_path, eval_batch_size=2)
+    loader = module.val_dataloader()
+    batches = [batch["keys"] for batch in loader]
+    assert batches == [[key_of(0), key_of(1)], [key_of(0), key_of(1)], [key_of(4), key_of(5)]]
+    assert loader.skipped["batch-repeated"] == 1 and sum(loader.skipped.values()) == 3
+    assert module.skipped_counts("validate") == loader.skipped
+
+    write_split(tmp_path / "first", "validate", [4], corrupt=frozenset({0, 1}))
+    with pytest.raises(RuntimeError, match="no earlier batch to repeat"):
+        list(_module(tmp_path / "first", eval_batch_size=2).val_dataloader())
