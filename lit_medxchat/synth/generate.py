@@ -22,7 +22,8 @@ import numpy as np
 from lit_medxchat.constants import CHEXPERT_LABELS, view_class
 from lit_medxchat.synth import layout
 from lit_medxchat.synth.anatomy import Anatomy
-from lit_medxchat.synth.findings import Delta, Device, insert_finding, sample_delta_rng, sample_findings
+from lit_medxchat.synth.findings import Delta, Device, sample_delta_rng, sample_findings
+from lit_medxchat.synth.insert import insert_finding
 from lit_medxchat.synth.render import render_view, sample_pose
 from lit_medxchat.synth.report import write_report
 

