@@ -145,3 +145,24 @@ def test_about_a_third_of_studies_are_normal():
 
     normal = sum(not sample_findings(np.random.default_rng([3, i]), portable=False) for i in range(600))
     assert 0.26 <= normal / 600 <= 0.42
+
+
+def test_split_fractions_and_ids_over_many_subjects():
+    from collections import Counter
+
+    from lit_medxchat.synth import layout
+    from lit_medxchat.synth.generate import plan_studies
+
+    plans = plan_studies(3000, seed=5)
+    subjects = {p.subject_id: p.split for p in plans}
+    counts = Counter(subjects.values())
+    assert abs(counts["train"] / 3000 - 0.7) < 0.03 and abs(counts["validate"] / 3000 - 0.1) < 0.02
+    assert abs(counts["test"] / 3000 - 0.2) < 0.03
+    assert len({p.study_id for p in plans}) == len(plans) and len(subjects) == 3000
+    assert all(10_000_000 <= s < 20_000_000 for s in subjects)
+    assert all(50_000_000 <= p.study_id < 60_000_000 for p in plans)
+    dates: dict[int, list[int]] = {}
+    for p in plans:
+        dates.setdefault(p.subject_id, []).append(p.study_date)
+    assert all(d == sorted(d) and len(set(d)) == len(d) for d in dates.values())  # one study per visit day
+    assert layout.split_of(5, plans[0].subject_id) == plans[0].split
