@@ -18,7 +18,7 @@ def test_threshold_segmentation_finds_both_lungs_and_the_heart(tmp_path, synth_c
     path = tmp_path / "chest.nii.gz"
     nib.save(nib.Nifti1Image(hu[::-1].astype(np.int16), affine), str(path))
 
-    anatomy = load_anatomy(ct=path)
+    anatomy = load_anatomy(ct=path, use_cache=False)
     x, _, _ = anatomy.axes_mm()
     for lobes, sign in ((RIGHT_LOBES, 1), (LEFT_LOBES, -1)):
         mask = np.isin(anatomy.labels, lobes)
