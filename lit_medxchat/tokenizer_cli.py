@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train", help="split whose text trains the tokenizer (default train)")
     args = parser.parse_args(argv)
     if args.vocab_size < 300:
-        print(f"lit-medxchat tokenizer: error: --vocab-size must be at least 300, got {args.vocab_size}", file=sys.stderr)
+        print(
+            f"lit-medxchat tokenizer: error: --vocab-size must be at least 300, got {args.vocab_size}", file=sys.stderr
+        )
         return 2
     from lit_medxchat.tokenizer import train_tokenizer
 

@@ -27,7 +27,8 @@ def resolve_config(value: str) -> str:
     if candidate.exists():
         return str(candidate)
     raise SystemExit(
-        f"lit-medxchat: config {value!r} is neither a file nor a shipped config; shipped: {', '.join(shipped_config_names())}"
+        f"lit-medxchat: config {value!r} is neither a file nor a shipped config; "
+        f"shipped: {', '.join(shipped_config_names())}"
     )
 
 

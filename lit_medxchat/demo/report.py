@@ -86,7 +86,14 @@ def write_report(
     md = [f"# {title}", "", *summary, "", "## Evidence (held-out test split)", "", evidence_markdown(evidence), ""]
     md += ["## Figures", ""]
     for figure in figures:
-        md += [f"### {figure.title}", "", f"![{figure.title}]({figure.path.relative_to(out_dir)})", "", figure.caption, ""]
+        md += [
+            f"### {figure.title}",
+            "",
+            f"![{figure.title}]({figure.path.relative_to(out_dir)})",
+            "",
+            figure.caption,
+            "",
+        ]
     md += ["## Chat examples", ""]
     for turn in transcript:
         md.append(f"**{turn['role']}:** {turn['content']}")
@@ -101,10 +108,12 @@ def write_report(
     md_path.write_text("\n".join(md) + "\n")
 
     def inline(path: Path) -> str:
-        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        mime = "image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "image/png"
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
     rows = "".join(
-        f"<tr class='{'ok' if r.beats_baseline else 'bad'}'><td>{html.escape(r.model)}</td><td>{html.escape(r.metric)}</td>"
+        f"<tr class='{'ok' if r.beats_baseline else 'bad'}'>"
+        f"<td>{html.escape(r.model)}</td><td>{html.escape(r.metric)}</td>"
         f"<td>{_fmt(r.value)}</td><td>{_fmt(r.baseline)}</td><td>{html.escape(r.baseline_name)}</td>"
         f"<td>{html.escape(r.goal)}</td><td>{'yes' if r.beats_baseline else 'no'}</td></tr>"
         for r in evidence
@@ -125,9 +134,10 @@ def write_report(
     timing_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>" for k, v in timings.items())
     page = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>
 body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}} tr.ok td:last-child{{color:#070}} tr.bad td:last-child{{color:#b00;font-weight:bold}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} tr.ok td:last-child{{color:#070}}
+tr.bad td:last-child{{color:#b00;font-weight:bold}}
 img{{max-width:100%}} img.cxr{{width:256px}} .ref{{color:#555}}</style></head><body>
-<h1>{html.escape(title)}</h1>{''.join(f'<p>{html.escape(s)}</p>' for s in summary)}
+<h1>{html.escape(title)}</h1>{"".join(f"<p>{html.escape(s)}</p>" for s in summary)}
 <h2>Evidence (held-out test split)</h2><table><tr><th>model</th><th>metric</th><th>ours</th><th>baseline</th>
 <th>baseline is</th><th>goal</th><th>beats baseline</th></tr>{rows}</table>
 <h2>Figures</h2>{figs}<h2>Chat examples</h2>{chat}

