@@ -14,10 +14,10 @@ from datamodules.resume import ResumableLoader
 from datamodules.streaming import ShardMismatchError, load_manifest
 
 
-def _module(data_dir, **options) -> ClassifierDataModule:
+def _module(data_dir, stage: str = "fit", **options) -> ClassifierDataModule:
     options = {"batch_size": 4, "num_workers": 0, "image_size": 16, "shuffle_window": 8, **options}
     module = ClassifierDataModule(str(data_dir), **options)
-    module.setup("fit")
+    module.setup(stage)
     return module
 
 
@@ -103,7 +103,7 @@ def test_too_few_samples_for_one_batch_is_an_error(shard_dir):
 
 def test_a_batch_with_no_good_sample_repeats_the_previous_one(tmp_path):
     write_split(tmp_path, "validate", [6], corrupt=frozenset({2, 3}))
-    module = _module(tmp_path, eval_batch_size=2)
+    module = _module(tmp_path, "validate", eval_batch_size=2)
     loader = module.val_dataloader()
     batches = [batch["keys"] for batch in loader]
     assert batches == [[key_of(0), key_of(1)], [key_of(0), key_of(1)], [key_of(4), key_of(5)]]
@@ -112,4 +112,4 @@ def test_a_batch_with_no_good_sample_repeats_the_previous_one(tmp_path):
 
     write_split(tmp_path / "first", "validate", [4], corrupt=frozenset({0, 1}))
     with pytest.raises(RuntimeError, match="no earlier batch to repeat"):
-        list(_module(tmp_path / "first", eval_batch_size=2).val_dataloader())
+        list(_module(tmp_path / "first", "validate", eval_batch_size=2).val_dataloader())
