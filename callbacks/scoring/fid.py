@@ -120,13 +120,16 @@ class InceptionFeatures(nn.Module):
 
 
 def extractor_name(extractor: nn.Module) -> str:
-    """Name of a feature extractor for metric keys: its ``name`` attribute, else ``findings-<model_type>``."""
+    """Name of a feature extractor for metric keys: its ``name`` attribute, else ``findings-<model_type>``
+    from the Hugging Face config of the extractor or of its ``.model`` (e.g. ``findings-resnet``)."""
     name = getattr(extractor, "name", None)
     if isinstance(name, str) and name:
         return name
-    config = getattr(extractor, "config", None)
-    model_type = getattr(config, "model_type", None) or type(extractor).__name__.lower()
-    return f"findings-{model_type}"
+    for holder in (extractor, getattr(extractor, "model", None)):
+        model_type = getattr(getattr(holder, "config", None), "model_type", None)
+        if isinstance(model_type, str) and model_type:
+            return f"findings-{model_type}"
+    return f"findings-{type(extractor).__name__.lower()}"
 
 
 @torch.no_grad()

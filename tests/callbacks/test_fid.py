@@ -67,3 +67,15 @@ def test_inception_features_from_local_torchscript(tmp_path):
     assert extractor_name(extractor) == "inception"
     with pytest.raises(FileNotFoundError, match="inception_weights"):
         InceptionFeatures(tmp_path / "missing.pt")
+
+
+def test_project_findings_classifier_names_its_fid_key():
+    from lit_medxchat.models.classifiers import FindingsClassifier
+
+    tiny = {"embedding_size": 8, "hidden_sizes": [8, 8, 8, 8], "depths": [1, 1, 1, 1], "num_channels": 3}
+    classifier = FindingsClassifier(config=tiny, image_size=32)
+    assert extractor_name(classifier) == "findings-resnet"
+    from callbacks.scoring.fid import extract_features
+
+    feats = extract_features(classifier, torch.rand(3, 1, 48, 48))
+    assert feats.shape == (3, classifier.num_features)
