@@ -149,7 +149,7 @@ def verify_checkpoint(checkpoint: str | Path, *, verify: str = "sha256", world_s
             f"checkpoint {given} has no completion marker {marker_path(checkpoint).name}: it was interrupted while "
             "being written (or saved without lit_medxchat.checkpointing.CompleteCheckpoint). Resume from an "
             "earlier checkpoint, or, if you know it is whole, mark it with "
-            f"`python -m lit_medxchat.checkpointing mark {given}`."
+            f"`python -m lit_medxchat.checkpointing mark {given} --world-size N`."
         )
     root = checkpoint if checkpoint.is_dir() else checkpoint.parent
     for entry in marker["files"]:
@@ -188,6 +188,19 @@ def check_world_size(checkpoint: str | Path, marker: dict, world_size: int) -> N
         f"`python -m lit_medxchat.checkpointing to-fp32 {checkpoint} weights.pt` (or `lit-medxchat export`) and "
         "start a new run from those weights (the optimizer state is not carried over)."
     )
+
+
+def verify_explicit_checkpoint(checkpoint: str | Path, *, verify: str = "sha256",
+                               world_size: int | None = None) -> None:
+    """A checkpoint the user named: verified when it has a marker; without one (e.g. written by a plain
+    `ModelCheckpoint` or another tool) it is used as asked, with a warning, since we cannot tell if it is whole."""
+    if read_marker(checkpoint) is None:
+        if not Path(checkpoint).exists():
+            raise IncompleteCheckpointError(f"checkpoint {checkpoint} does not exist")
+        log.warning("checkpoint %s has no completion marker: resuming from it as asked, but nothing proves it was "
+                    "written completely (a kill while saving leaves no marker)", checkpoint)
+        return
+    verify_checkpoint(checkpoint, verify=verify, world_size=world_size)
 
 
 def complete_checkpoints(dirpath: str | Path, *, verify: str = "sha256") -> tuple[list[tuple[Path, dict]], list[str]]:
@@ -291,7 +304,7 @@ class CompleteCheckpoint(ModelCheckpoint):
     def setup(self, trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if trainer.ckpt_path and Path(trainer.ckpt_path).exists():
-            verify_checkpoint(trainer.ckpt_path, verify=self.verify, world_size=trainer.world_size)
+            verify_explicit_checkpoint(trainer.ckpt_path, verify=self.verify, world_size=trainer.world_size)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         from lit_medxchat.wandb_run import checkpoint_fields
@@ -405,7 +418,7 @@ def resolve_ckpt_path_args(argv: list[str]) -> list[str]:
     argv = list(argv)
     if value != "last":
         if Path(value).exists():
-            verify_checkpoint(value)
+            verify_explicit_checkpoint(value)
             _announce_resume(value)
         return argv
     dirs = [Path(v) / "checkpoints" for _, v in _option_value(argv, "--trainer.default_root_dir")]

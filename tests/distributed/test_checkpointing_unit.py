@@ -53,6 +53,16 @@ def test_truncated_file_is_named_and_skipped(tmp_path):
     assert find_last_complete_checkpoint(tmp_path) is None
 
 
+def test_an_explicit_checkpoint_without_marker_is_used_with_a_warning_but_a_corrupt_one_stops(tmp_path, caplog):
+    plain = _checkpoint(tmp_path, 2, complete=False)  # e.g. written by a stock ModelCheckpoint
+    assert resolve_ckpt_path_args(["fit", "--ckpt_path", str(plain)]) == ["fit", "--ckpt_path", str(plain)]
+    assert "has no completion marker" in caplog.text
+    marked = _checkpoint(tmp_path, 4)
+    marked.write_bytes(marked.read_bytes()[:-1] + b"x")
+    with pytest.raises(IncompleteCheckpointError, match="corrupt"):
+        resolve_ckpt_path_args(["fit", f"--ckpt_path={marked}"])
+
+
 def test_cli_ckpt_path_last_is_rewritten_from_the_config(tmp_path, monkeypatch):
     monkeypatch.delenv(RESUME_ENV, raising=False)
     checkpoints = tmp_path / "checkpoints"
