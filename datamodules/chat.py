@@ -82,6 +82,7 @@ class ChatExample:
     max_length: int
     multi_view: bool
     evaluation: bool
+    blank_images: bool = False
     _tokenizer: Any = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -119,6 +120,8 @@ class ChatExample:
         task, turns = dialogue["task"], dialogue.get("turns") or []
         events: list[str] = []
         pixels = self._pixels(sample, meta, rng, events) if task != "t2i" else []
+        if self.blank_images:  # the image-free baseline: same tokens and shapes, no pixel information
+            pixels = [torch.zeros_like(p) for p in pixels]
         try:
             encoded = encode_conversation(self.tokenizer, turns, num_images=len(pixels),
                                           num_image_tokens=self.num_image_tokens, max_length=self.max_length)
@@ -234,6 +237,8 @@ class ChatDataModule(ShardDataModule):
         multi_view: pair each frontal image with its study's lateral (and vice versa) when both are in the
             split's shards; report/VQA samples then carry two images.
         augment: random rotation/zoom/shift and brightness/contrast on training images (never flips).
+        blank_images: replace every image by a constant one (the normalised mean) in all splits: the
+            baseline that shows how much of a model's score comes from the images rather than the text.
         (the remaining arguments are `ShardDataModule`'s)
     """
 
@@ -255,6 +260,7 @@ class ChatDataModule(ShardDataModule):
         task_weights: dict[str, float] | None = None,
         multi_view: bool = False,
         augment: bool = True,
+        blank_images: bool = False,
     ) -> None:
         super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory)
         weights = dict(task_weights) if task_weights is not None else {task: 1.0 for task in CHAT_TASKS}
@@ -269,6 +275,7 @@ class ChatDataModule(ShardDataModule):
         self.max_length = max_length
         self.task_weights = weights
         self.multi_view = multi_view
+        self.blank_images = blank_images
         self.augmentation = Augment() if augment else None
         self._key_locations: dict[str, dict[str, tuple[int, int]]] = {}
 
@@ -279,7 +286,7 @@ class ChatDataModule(ShardDataModule):
     def example_fn(self, split: str, train: bool) -> ChatExample:
         images = ImagePipeline(self.image_size, self.image_mean, self.image_std, self.augmentation if train else None)
         return ChatExample(self.tokenizer_path, images, self.task_weights, self.num_image_tokens, self.max_length,
-                           self.multi_view, evaluation=not train)
+                           self.multi_view, evaluation=not train, blank_images=self.blank_images)
 
     def collate_fn(self, split: str, train: bool) -> ChatCollate:
         tokenizer = self.tokenizer
