@@ -51,7 +51,7 @@ _ABBREV = (
 # Kept with their period only when a number follows ("no. 5", "fig. 3", "ca. 5").
 _ABBREV_BEFORE_NUMBER = "ca|figs?|prop|nos?|art|bldg|pp|op"
 
-_ALNUM = r"[A-Za-z0-9]"
+_WORD = r"[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"  # underscores join letters/digits; runs of them stand alone
 _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p)
     for p in (
@@ -61,8 +61,9 @@ _PATTERNS: tuple[re.Pattern[str], ...] = tuple(
         r"[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+",  # carina.there (missing space), a.b
         r"[0-9]+(?:[,:/][0-9]+)+",  # 1,000 3:45 10/12/2015 1/2
         r"[0-9]+(?:\.[0-9]+)?-[0-9]+",  # ranges 5-6, 1.5-2
-        r"[0-9]*\.[0-9]+",  # 2.5 .5
-        rf"{_ALNUM}+(?:['][A-Za-z]+)*(?:[-/]{_ALNUM}+(?:['][A-Za-z]+)*)*",  # words: left-sided s/p 5mm x3 d'angelo
+        r"-?[0-9]*\.[0-9]+|-[0-9]+",  # 2.5 .5 -1.0 -5
+        r"</?[A-Za-z!?][^<>\s]*>",  # SGML-like tags such as <Xray> stay whole
+        rf"{_WORD}(?:['][A-Za-z]+)*(?:[-/]{_WORD}(?:['][A-Za-z]+)*)*",  # left-sided s/p 5mm x3 d'angelo a_name
         r"_+",  # de-identification blanks ___
         r"\.\.\.+|--+|``|''",
         r"\S",
