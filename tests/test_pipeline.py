@@ -104,6 +104,8 @@ def test_report_request_with_an_image_file_matches_the_model(chat_run, tmp_path)
     assert model.generate(prompt, torch.ones_like(prompt), pixels, torch.ones(1, 1, dtype=torch.bool)) == [
         response.answer
     ]
+    # A frontal + lateral pair: both images go in (2 x num_image_tokens <image> tokens).
+    assert isinstance(pipeline("Write the report.", images=[image_path, Image.open(image_path)]).answer, str)
 
 
 def test_preprocessing_letterboxes_replicates_grey_and_normalises():

@@ -79,7 +79,7 @@ class GenerationOptions:
         num_beams: beam width (1 = greedy).
         do_sample: sample instead of searching.
         temperature: sampling temperature (only with `do_sample`).
-        repetition_penalty: >1 discourages repeats.
+        repetition_penalty: >1 discourages repeats (of generated tokens only: the prompt enters as embeddings).
         length_penalty: beam-search length exponent.
     """
 
