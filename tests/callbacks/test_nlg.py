@@ -21,7 +21,7 @@ from callbacks.scoring.tokenize import ptb_tokenize
         ("The patient's effusion can't be excluded!", "the patient 's effusion ca n't be excluded"),
         ("Left-sided PICC -- stable...", "left-sided picc stable"),
         ("Dr. ___ was paged; \u201cmild\u201d edema \u2014 new.", "dr. ___ was paged mild edema new"),
-        ("Values 1.0/-1.0; a_name and ___-year-old.", "values 1.0 / -1.0 a_name and ___ - year-old"),
+        ("Values 1.0/-1.0; a_name and ___-year-old.", "values 1.0 / -1.0 a_name and ___ year-old"),
         ("<Xray> PA view. </Xray>", "<xray> pa view </xray>"),
         ("", ""),
     ],
