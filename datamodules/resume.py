@@ -29,6 +29,10 @@ from datamodules.streaming import SKIPPED_PREFIX, ShardBatchStream
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
+_REBUILD_ARGUMENTS = {
+    "sampler", "batch_sampler", "batch_size", "shuffle", "drop_last", "collate_fn", "worker_init_fn", "generator",
+    "multiprocessing_context", "persistent_workers", "in_order", "pin_memory_device",
+}
 
 
 def _unbatched(item: Any) -> Any:
@@ -81,7 +85,13 @@ class ResumableLoader(DataLoader):
         pin_memory: bool = False,
         prefetch_factor: int | None = None,
         timeout: float = 0.0,
+        **lightning_injected: Any,
     ) -> None:
+        # Lightning re-creates loaders for `predict` from their attributes, passing `sampler`,
+        # `batch_sampler`, `batch_size`, ...: this loader makes its own and ignores them.
+        unknown = set(lightning_injected) - _REBUILD_ARGUMENTS
+        if unknown:
+            raise TypeError(f"ResumableLoader got unexpected arguments {sorted(unknown)}")
         super().__init__(
             dataset,
             batch_size=None,

@@ -67,3 +67,27 @@ def test_two_ddp_ranks_resume_exactly_and_cover_validation_once(shard_dir, tmp_p
     checkpoint = torch.load(tmp_path / "ckpt" / "stop.ckpt", weights_only=False)
     state = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert [entry["rank"] for entry in state["ranks"]] == [0, 1], "every rank's data position is in the checkpoint"
+
+
+def test_validate_test_and_predict_through_a_trainer(shard_dir, tmp_path):
+    import lightning.pytorch as pl
+    from dm_resume_run import KeyRecorder, _datamodule
+
+    class Predictor(KeyRecorder):
+        def test_step(self, batch, batch_idx):
+            self.val_keys.append(list(batch["keys"]))
+
+        def predict_step(self, batch, batch_idx):
+            return list(batch["keys"])
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         default_root_dir=str(tmp_path))
+    test_keys = [f"dicom-{i:05d}" for i in range(200, 205)]
+    model = Predictor()
+    trainer.test(model, datamodule=_datamodule(str(shard_dir), 0))
+    assert [key for batch in model.val_keys for key in batch] == test_keys
+    predicted = trainer.predict(Predictor(), datamodule=_datamodule(str(shard_dir), 0))
+    assert [key for batch in predicted for key in batch] == test_keys
+    model = Predictor()
+    trainer.validate(model, datamodule=_datamodule(str(shard_dir), 0))
+    assert [key for batch in model.val_keys for key in batch] == [f"dicom-{i:05d}" for i in range(100, 107)]
