@@ -141,8 +141,17 @@ class CorpusMetricCallback(Callback):
                 f"{type(self).__name__}: {len(items)} items scored; {skipped} {stage} batches returned no outputs "
                 "and were not scored"
             )
-        scores = self.score(items) if global_rank() == 0 else None
-        scores = broadcast_object(scores)
+        scores, error, failure = None, None, None
+        if global_rank() == 0:
+            try:
+                scores = self.score(items)
+            except Exception as err:  # re-raised below on every rank, so no rank waits forever
+                failure, error = err, f"{type(err).__name__}: {err}"
+        scores, error = broadcast_object((scores, error))
+        if failure is not None:
+            raise failure
+        if error is not None:
+            raise RuntimeError(f"{type(self).__name__}: scoring on rank 0 failed ({error})")
         self.last_scores, self.last_items = scores, items
         for name, value in scores.items():
             if value is None or (isinstance(value, float) and math.isnan(value)):

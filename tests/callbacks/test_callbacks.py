@@ -135,3 +135,22 @@ def test_test_stage_logs_under_test_prefix():
     (results,) = trainer.test(FixedOutputModule(), verbose=False)
     assert results["test/vqa_n"] == NUM_ITEMS // 2
     assert not any(k.startswith("val/") for k in results)
+
+
+def test_scoring_error_reaches_the_user():
+    from callbacks.report_metrics import ReportMetrics
+
+    def broken_labeler(text: str) -> dict:
+        raise KeyError("labeler cannot read this")
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[ReportMetrics(meteor=False, labeler=broken_labeler)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(KeyError, match="labeler cannot read"):
+        trainer.validate(FixedOutputModule(), verbose=False)
