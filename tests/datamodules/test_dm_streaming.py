@@ -113,3 +113,21 @@ def test_a_batch_with_no_good_sample_repeats_the_previous_one(tmp_path):
     write_split(tmp_path / "first", "validate", [4], corrupt=frozenset({0, 1}))
     with pytest.raises(RuntimeError, match="no earlier batch to repeat"):
         list(_module(tmp_path / "first", "validate", eval_batch_size=2).val_dataloader())
+
+
+def test_fast_tar_index_matches_tarfile_and_falls_back(shard_dir, tmp_path):
+    import io
+    import tarfile
+
+    from datamodules.streaming import tar_members
+
+    for path in sorted((shard_dir / "train").glob("*.tar")):
+        with tarfile.open(path) as tar:
+            assert tar_members(path) == [(i.name, i.offset_data, i.size) for i in tar if i.isfile()]
+    odd = tmp_path / "pax.tar"
+    with tarfile.open(odd, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ["k" * 150 + ".jpg", "clé.txt"]:
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+    assert [(name, size) for name, _, size in tar_members(odd)] == [("k" * 150 + ".jpg", 3), ("clé.txt", 3)]
