@@ -360,7 +360,12 @@ class CompleteCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for reason in skipped:
                 log.warning("not resuming from an incomplete checkpoint: %s", reason)
-        return {os.path.normpath(found[0][0])} if found else set()
+        if not found:
+            return set()
+        newest, marker = found[0]
+        # Checked here because Lightning loads the checkpoint (and DeepSpeed fails obscurely) before any hook runs.
+        check_world_size(newest, marker, trainer.world_size)
+        return {os.path.normpath(newest)}
 
 
 # ---------------------------------------------------------------- CLI helpers
