@@ -122,7 +122,9 @@ def run(module: LightningModule, batches: list, strategy: Any, precision: str, c
     trainer = Trainer(accelerator="auto", devices=1, strategy=strategy, precision=precision, max_steps=len(batches),
                       logger=CSVLogger(save_dir), enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, log_every_n_steps=1, callbacks=[throughput, tap])
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    samples = [{k: v[i] for k, v in batch.items()} for batch in batches for i in range(len(next(iter(batch.values()))))]
+    batch_size = len(samples) // len(batches)  # DeepSpeed reads the micro-batch size from the loader
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(samples, batch_size=batch_size))
     return {"seconds_per_step": tap.seconds_per_step(), "flops_per_batch": float(throughput.measured_flops_per_batch
                                                                                  or 0), **tap.metrics}
 
