@@ -88,7 +88,7 @@ def bench_reports(n: int, meteor: bool) -> None:
     predictions, references = report_pairs(n, seed=1)
     ref_scores, ref_times = pycocoevalcap(predictions, references, meteor)
     our_scores, our_times = ours(predictions, references, meteor)
-    print(f"## report metrics on {n} pairs (seconds; ratio = pycocoevalcap / ours)")
+    print(f"== report metrics on {n} pairs (seconds; ratio = pycocoevalcap / ours)")
     print(f"{'part':16s} {'pycocoevalcap':>8s} {'ours':>8s} {'ratio':>7s}")
     for part in ref_times:
         print(f"{part:16s} {ref_times[part]:8.2f} {our_times[part]:8.2f} {ref_times[part] / our_times[part]:7.1f}x")
@@ -107,7 +107,7 @@ def bench_fid(n: int, dim: int, with_scipy: bool) -> None:
     rng = np.random.default_rng(0)
     real = rng.standard_normal((n, dim)).astype(np.float32)
     gen = (rng.standard_normal((n, dim)) * 1.1 + 0.05).astype(np.float32)
-    print(f"## FID, {dim}-d features, {n} + {n} vectors (seconds)")
+    print(f"== FID, {dim}-d features, {n} + {n} vectors (seconds)")
     fid, t = _timed(fid_from_features, real, gen)
     print(f"fid_from_features (Gram eigendecomposition) {t:8.2f}  FID={fid:.4f}")
     stats = feature_statistics(real), feature_statistics(gen)
