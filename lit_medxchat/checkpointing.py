@@ -355,7 +355,7 @@ class CompleteCheckpoint(ModelCheckpoint):
 
     def _find_last_checkpoints(self, trainer) -> set[str]:
         """Used by Lightning for `ckpt_path="last"`: the newest *complete* checkpoint, not the newest file."""
-        dirpath = self.dirpath or (Path(trainer.default_root_dir) / "checkpoints")
+        dirpath = self._ModelCheckpoint__resolve_ckpt_dir(trainer)  # Lightning's own rule (logger version dirs)
         found, skipped = complete_checkpoints(dirpath, verify=self.verify)
         if trainer.is_global_zero:
             for reason in skipped:
@@ -386,8 +386,13 @@ def _config_checkpoint_dirs(config_files: list[str]) -> list[Path]:
                 if dirpath:
                     dirs.append(Path(dirpath))
         if trainer.get("default_root_dir"):
-            dirs.append(Path(trainer["default_root_dir"]) / "checkpoints")
+            dirs += _default_checkpoint_dirs(Path(trainer["default_root_dir"]))
     return dirs
+
+
+def _default_checkpoint_dirs(root: Path) -> list[Path]:
+    """Where Lightning puts checkpoints without a `dirpath`: ROOT/checkpoints, or a logger's ROOT/NAME/version_N/."""
+    return [root / "checkpoints", *sorted(root.glob("*/version_*/checkpoints"))]
 
 
 def _option_value(argv: list[str], name: str) -> list[tuple[int, str]]:
@@ -426,17 +431,21 @@ def resolve_ckpt_path_args(argv: list[str]) -> list[str]:
             verify_explicit_checkpoint(value)
             _announce_resume(value)
         return argv
-    dirs = [Path(v) / "checkpoints" for _, v in _option_value(argv, "--trainer.default_root_dir")]
+    dirs = [d for _, v in _option_value(argv, "--trainer.default_root_dir") for d in _default_checkpoint_dirs(Path(v))]
     dirs += _config_checkpoint_dirs([v for _, v in _option_value(argv, "--config") + _option_value(argv, "-c")])
     if not dirs:
         return argv  # Lightning resolves `last` itself through CompleteCheckpoint._find_last_checkpoints
-    for dirpath in dirs:
-        newest = find_last_complete_checkpoint(dirpath)
-        if newest is not None:
-            print(f"lit-medxchat: --ckpt_path last -> {newest}", file=sys.stderr)
-            replacement = str(newest)
-            _announce_resume(replacement)
-            break
+    found: list[tuple[Path, dict]] = []
+    for dirpath in dict.fromkeys(dirs):
+        complete, skipped = complete_checkpoints(dirpath)
+        found += complete
+        for reason in skipped:
+            log.warning("not resuming from an incomplete checkpoint: %s", reason)
+    if found:
+        newest = max(found, key=lambda item: (item[1]["global_step"], item[1]["written_at"]))[0]
+        print(f"lit-medxchat: --ckpt_path last -> {newest}", file=sys.stderr)
+        replacement = str(newest)
+        _announce_resume(replacement)
     else:
         print(f"lit-medxchat: --ckpt_path last: no complete checkpoint in {', '.join(map(str, dirs))}; starting "
               "from scratch", file=sys.stderr)

@@ -110,3 +110,17 @@ def test_throughput_logs_samples_per_second_and_mfu_from_counted_flops(tmp_path)
     metrics = trainer.logged_metrics
     assert metrics["train/device/samples_per_sec"] > 0
     assert 0 < metrics["train/device/mfu"] < 1
+
+
+def test_cli_last_searches_lightning_version_folders_of_the_root_dir(tmp_path, monkeypatch):
+    """Without a `dirpath`, Lightning writes into ROOT/lightning_logs/version_N/checkpoints: `last` looks there too."""
+    monkeypatch.delenv(RESUME_ENV, raising=False)
+    old = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    new = tmp_path / "lightning_logs" / "version_1" / "checkpoints"
+    old.mkdir(parents=True)
+    new.mkdir(parents=True)
+    _checkpoint(old, 2)
+    newest = _checkpoint(new, 6)
+    _checkpoint(new, 8, complete=False)
+    argv = ["fit", "--trainer.default_root_dir", str(tmp_path), "--ckpt_path=last"]
+    assert resolve_ckpt_path_args(argv)[-1] == f"--ckpt_path={newest}"
