@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from datamodules.shard_datamodule import ShardDataModule, index_keys
-from datamodules.streaming import DECODE_ERRORS, EVENTS_KEY, RawSample, SkipSample
+from datamodules.streaming import DECODE_ERRORS, EVENTS_KEY, RawSample, SkipSample, batch_tensor
 from datamodules.transforms import CLIP_MEAN, CLIP_STD, Augment, ImagePipeline
 from lit_medxchat.constants import CHAT_TASKS
 from lit_medxchat.conversation import (
@@ -182,7 +182,7 @@ class ChatCollate:
         attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
         labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
         num_images = max(1, max(len(e["pixel_values"]) for e in examples))
-        pixel_values = torch.zeros((batch_size, num_images, 3, self.image_size, self.image_size))
+        pixel_values = batch_tensor((batch_size, num_images, 3, self.image_size, self.image_size)).zero_()
         image_mask = torch.zeros((batch_size, num_images), dtype=torch.bool)
         for row, example in enumerate(examples):
             size = len(example["input_ids"])  # right padding

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from datamodules.shard_datamodule import ShardDataModule
-from datamodules.streaming import RawSample, SkipSample
+from datamodules.streaming import RawSample, SkipSample, stack_batch
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, ImagePipeline
 from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
 
@@ -67,7 +67,7 @@ class ClassifierExample:
 
 def collate_classifier(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "pixel_values": stack_batch([e["pixel_values"] for e in examples]),
         "view": torch.tensor([e["view"] for e in examples], dtype=torch.long),
         "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.float32),
         "label_mask": torch.tensor([e["label_mask"] for e in examples], dtype=torch.float32),

@@ -10,7 +10,7 @@ import torch
 
 from datamodules.classifier import encode_labels, view_index
 from datamodules.shard_datamodule import ShardDataModule
-from datamodules.streaming import RawSample, SkipSample
+from datamodules.streaming import RawSample, SkipSample, stack_batch
 from datamodules.transforms import Augment, ImagePipeline
 
 
@@ -38,7 +38,7 @@ class DiffusionExample:
 
 def collate_diffusion(examples: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "pixel_values": stack_batch([e["pixel_values"] for e in examples]),
         "text": [e["text"] for e in examples],
         "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.float32),
         "view": torch.tensor([e["view"] for e in examples], dtype=torch.long),
