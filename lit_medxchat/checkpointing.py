@@ -185,8 +185,8 @@ def check_world_size(checkpoint: str | Path, marker: dict, world_size: int) -> N
         f"checkpoint {checkpoint} is a DeepSpeed ZeRO stage-{stage} checkpoint written by {written} ranks; this run "
         f"has {world_size}. Sharded optimizer states resume only with the same world size: relaunch with "
         f"{written} ranks (devices x num_nodes), or convert the weights to one fp32 file with "
-        f"`python -m lit_medxchat.checkpointing to-fp32 {checkpoint} weights.pt` (or `lit-medxchat export`) and "
-        "start a new run from those weights (the optimizer state is not carried over)."
+        f"`python -m lit_medxchat.checkpointing to-fp32 {checkpoint} weights.ckpt` (which `lit-medxchat export` "
+        "reads) and start a new run from those weights (the optimizer state is not carried over)."
     )
 
 
@@ -391,8 +391,8 @@ def _config_checkpoint_dirs(config_files: list[str]) -> list[Path]:
 
 
 def _default_checkpoint_dirs(root: Path) -> list[Path]:
-    """Where Lightning puts checkpoints without a `dirpath`: ROOT/checkpoints, or a logger's ROOT/NAME/version_N/."""
-    return [root / "checkpoints", *sorted(root.glob("*/version_*/checkpoints"))]
+    """Where Lightning puts checkpoints without a `dirpath`: ROOT/checkpoints, or a logger's ROOT/NAME/VERSION/."""
+    return [root / "checkpoints", *sorted(root.glob("*/*/checkpoints"))]
 
 
 def _option_value(argv: list[str], name: str) -> list[tuple[int, str]]:
