@@ -198,3 +198,24 @@ def test_bfloat16_frozen_base_keeps_trainable_weights_in_float32(tokenizer_dir):
     assert torch.isfinite(loss) and model.adapter.queries.grad is not None
     token_rows = [p for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in token_rows)
+
+
+def test_resume_from_a_trainable_only_checkpoint_continues_exactly(tokenizer_dir, tmp_path):
+    def fit(max_steps: int, ckpt_path=None) -> tuple[MedXChatLoRA, pl.Trainer]:
+        torch.manual_seed(0)
+        model = make_model(tokenizer_dir)
+        batch = chat_batch(model.tokenizer)
+        loader = torch.utils.data.DataLoader([batch] * 6, batch_size=None)
+        trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+                             enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+                             num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(model, loader, ckpt_path=ckpt_path)
+        return model, trainer
+
+    straight, _ = fit(4)
+    _, first = fit(2)
+    first.save_checkpoint(tmp_path / "step2.ckpt")
+    resumed, second = fit(4, ckpt_path=tmp_path / "step2.ckpt")
+    assert second.global_step == 4
+    for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b), name
