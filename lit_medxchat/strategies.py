@@ -100,6 +100,7 @@ def deepspeed_strategy(config: str | Path | dict[str, Any] | None = None, **kwar
 
     `config` is a ZeRO JSON (path, dict or shipped name); `kwargs` go to the strategy (e.g. `stage=2`
     when no config is given). Frozen parameters are excluded from checkpoints in both cases.
+    `LIT_MEDXCHAT_FORCE_CPU_DEEPSPEED=1` picks the CPU strategy even where CUDA exists (to reproduce CI).
     """
     kwargs.setdefault("exclude_frozen_parameters", True)
     if config is not None:
