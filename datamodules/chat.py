@@ -36,11 +36,19 @@ _TOKENIZERS: dict[str, Any] = {}
 
 
 def load_tokenizer(path: str) -> Any:
-    """The run's tokenizer (cached per process: workers load it once)."""
+    """The run's tokenizer (cached per process: workers load it once).
+
+    A base LLM's tokenizer (e.g. a hub id in the paper config) lacks `<image>`, `<Xray>`, `</Xray>`:
+    they are added exactly as the model adds them, so data and model agree on every token id.
+    """
     if path not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
-        _TOKENIZERS[path] = AutoTokenizer.from_pretrained(path)
+        from lit_medxchat.tokenizer import add_medxchat_tokens
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        add_medxchat_tokens(tokenizer)
+        _TOKENIZERS[path] = tokenizer
     return _TOKENIZERS[path]
 
 
