@@ -37,7 +37,7 @@ def _free_port() -> int:
 def test_two_ddp_ranks_resume_exactly_and_cover_validation_once(shard_dir, tmp_path):
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
            "NODE_RANK": "0", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, str(HERE / "dm_resume_run.py"), str(shard_dir), str(tmp_path), "7", "0"]
+    command = [sys.executable, str(HERE / "dm_resume_run.py"), str(shard_dir), str(tmp_path), "7", "2"]
     processes = [subprocess.Popen(command, env={**env, "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True) for rank in range(2)]
     outputs = [process.communicate(timeout=240)[0] for process in processes]
