@@ -103,7 +103,10 @@ def main() -> None:
         def run(workers: int) -> None:
             out = Path(tmp) / "out"
             shutil.rmtree(out, ignore_errors=True)
-            options = PrepareOptions(image_size=args.image_size, samples_per_shard=16, workers=workers, progress=False)
+            # the CLI default shard size: one fsync per 1000 images, as in real runs
+            options = PrepareOptions(
+                image_size=args.image_size, samples_per_shard=1000, workers=workers, progress=False
+            )
             with open("/dev/null", "w") as quiet:
                 import contextlib
 
