@@ -320,11 +320,14 @@ class FindingsClassifier(_ImageClassifier):
         self._init_common(image_size, image_mean, image_std)
         self.model = build_findings_backbone(name_or_path, config, init_seed)
         self.num_features = self.model.config.hidden_sizes[-1]
-        from torchmetrics.classification import MultilabelAccuracy, MultilabelAUROC
+        from torchmetrics.classification import MultilabelAccuracy
 
         n = len(CHEXPERT_LABELS)
         self.val_accuracy, self.test_accuracy = (MultilabelAccuracy(n, ignore_index=-1) for _ in range(2))
-        self.val_auroc, self.test_auroc = (MultilabelAUROC(n, ignore_index=-1) for _ in range(2))
+        # AUROC is computed on the whole gathered split at epoch end, per label, and macro-averaged only over
+        # labels with positives and negatives: torchmetrics' multilabel AUROC crashes on a label whose
+        # entries are all ignored and counts a label without positives as 0.
+        self._auroc_buffers: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     def _pooled(self, pixel_values: Tensor) -> Tensor:
         return self.model.resnet(pixel_values).pooler_output.flatten(1)
@@ -352,16 +355,41 @@ class FindingsClassifier(_ImageClassifier):
         batch_size = target.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=batch_size)
         if stage != "train":
-            accuracy, auroc = (
-                (self.val_accuracy, self.val_auroc) if stage == "val" else (self.test_accuracy, self.test_auroc)
-            )
+            accuracy = self.val_accuracy if stage == "val" else self.test_accuracy
             int_target = torch.where(mask > 0, target.round().long(), torch.full_like(target, -1, dtype=torch.long))
             probs = logits.detach().sigmoid()
             accuracy.update(probs, int_target)
-            auroc.update(probs, int_target)
+            self._auroc_buffers.setdefault(stage, []).append((probs.float().cpu(), int_target.cpu()))
             self.log(f"{stage}/accuracy", accuracy, batch_size=batch_size)
-            self.log(f"{stage}/auroc", auroc, batch_size=batch_size)
         return loss
+
+    def macro_auroc(self, probs: Tensor, int_target: Tensor) -> float:
+        """Mean per-label AUROC over labels with both classes among kept entries (-1 = ignored); nan if none."""
+        from callbacks.scoring.clinical import binary_auroc
+
+        values = []
+        for j in range(probs.shape[1]):
+            keep = int_target[:, j] >= 0
+            value = binary_auroc(int_target[keep, j].numpy() == 1, probs[keep, j].double().numpy())
+            if value == value:  # not nan
+                values.append(value)
+        return sum(values) / len(values) if values else float("nan")
+
+    def _log_epoch_auroc(self, stage: str) -> None:
+        from callbacks.gather import gather_lists
+
+        parts = gather_lists(self._auroc_buffers.pop(stage, []))  # every rank's batches, unequal counts allowed
+        if not parts:
+            return
+        value = self.macro_auroc(torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts]))
+        if value == value:
+            self.log(f"{stage}/auroc", value)  # the same value on every rank: no reduction needed
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_auroc("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_auroc("test")
 
     def _export_notes(self) -> dict[str, Any]:
         return {"uncertain_policy": self.hparams.uncertain_policy}

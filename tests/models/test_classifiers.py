@@ -3,6 +3,8 @@ loss, training, validation metrics, checkpoints and config errors."""
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -164,3 +166,20 @@ def test_vit_at_another_image_size_interpolates_positions():
 def test_bad_configs_fail_early_naming_the_field(kind, change, field):
     with pytest.raises(ValueError, match=field):
         MODELS[kind](**change)
+
+
+def test_findings_auroc_skips_labels_without_both_classes_instead_of_crashing():
+    """A label whose entries are all masked (or all negative) has no AUROC: left out, never 0, never a crash."""
+    model = MODELS["findings"]().eval()
+    batch = classifier_batch(n=8, seed=3)
+    batch["label_mask"][:, 0] = 0  # label 0 entirely ignored (e.g. all blank)
+    batch["labels"][:, 1] = 0  # label 1 without positives
+    metrics = trainer().validate(model, loader(batch, 2), verbose=False)[0]
+    with torch.no_grad():
+        probs = model.logits(batch["pixel_values"]).sigmoid()
+    target = torch.where(batch["label_mask"] > 0, batch["labels"].long(), torch.full_like(batch["labels"], -1).long())
+    expected = model.macro_auroc(torch.cat([probs, probs]), torch.cat([target, target]))
+    assert metrics["val/auroc"] == pytest.approx(expected, abs=1e-6)
+    only_label_1 = torch.full_like(target, -1)
+    only_label_1[:, 1] = 0
+    assert math.isnan(model.macro_auroc(probs, only_label_1))
