@@ -201,11 +201,19 @@ def _clean_split_dir(split_dir: Path, plans: list[ShardPlan]) -> None:
 
 _BUILDER: Any = None
 _IMAGE_SIZE = 512
+_LOCK_HANDLE: TextIO | None = None  # the output lock of the running prepare (see `_exclusive`)
 
 
 def _init_worker(options: PrepareOptions) -> None:
-    """Build this process's dialogue builder once (it may hold an HTTP client for the LLM)."""
-    global _BUILDER, _IMAGE_SIZE
+    """Build this process's dialogue builder once (it may hold an HTTP client for the LLM).
+
+    A forked worker also drops its copy of the output lock, so that workers outliving a killed
+    main process do not keep the next run out.
+    """
+    global _BUILDER, _IMAGE_SIZE, _LOCK_HANDLE
+    if _LOCK_HANDLE is not None and multiprocessing.parent_process() is not None:
+        _LOCK_HANDLE.close()
+        _LOCK_HANDLE = None
     from lit_medxchat.dialogues import DialogueBuilder
 
     _BUILDER = DialogueBuilder(
@@ -345,6 +353,7 @@ def _exclusive(out: Path) -> Iterator[None]:
     """Refuse a second prepare writing into the same folder (the lock dies with its process)."""
     import fcntl
 
+    global _LOCK_HANDLE
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".prepare.lock", "w") as handle:
         try:
@@ -353,7 +362,11 @@ def _exclusive(out: Path) -> Iterator[None]:
             raise ValueError(
                 f"{out}: another `lit-medxchat data prepare` is writing here; wait for it to end"
             ) from error
-        yield
+        _LOCK_HANDLE = handle
+        try:
+            yield
+        finally:
+            _LOCK_HANDLE = None
 
 
 def _run_locked(scan: SourceScan, out: Path, options: PrepareOptions, stream: TextIO | None) -> PrepareResult:
