@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,17 +76,24 @@ def test_rerun_after_kill_equals_an_uninterrupted_run(tmp_path):
             assert process.poll() is None, "prepare ended before it could be killed"
             assert time.monotonic() < deadline, "prepare never reached the kill point"
             time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the CLI and its decoding workers, like a preempted job
+        # kill -9 the main process only: its decoding workers may outlive it, and must not block the rerun
+        os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        _check_killed_state_and_rerun(tree.root, out, tmp_path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the orphaned workers, if any are left
+
+
+def _check_killed_state_and_rerun(root: Path, out: Path, tmp_path: Path) -> None:
     # 4 train samples = 2 finished shards; the 5th sample sits in an unfinished validate shard
     assert sorted(p.name for p in (out / "train").glob("shard-*")) == ["shard-000000.tar", "shard-000001.tar"]
     assert [p.name for p in (out / "validate").glob("shard-*")] == ["shard-000000.tar.partial"]
     assert not any(out.glob("*/manifest.json")), "an unfinished run must list no shard"
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.tar")}
 
-    assert main(_argv(tree.root, out, workers=1)) == 0
-    assert main(_argv(tree.root, tmp_path / "clean", workers=1)) == 0
+    assert main(_argv(root, out, workers=1)) == 0
+    assert main(_argv(root, tmp_path / "clean", workers=1)) == 0
     assert _manifests(out) == _manifests(tmp_path / "clean")
     assert {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("*.tar")} == finished, "shards were rewritten"
     for split in SPLITS:
