@@ -2,7 +2,7 @@
 
 A run is planned before anything is decoded: each split's records are sorted by key and cut
 into shards of `samples_per_shard`, and each shard gets a fingerprint (options, records, image
-file sizes and mtimes). A finished shard leaves a state file (`<split>/.state/shard-N.json`:
+file sizes and mtimes). A finished shard leaves a state file (`<split>/.state/shard-N.tar.json`:
 fingerprint, sha256, sample count, skipped items, conversions). A rerun reuses every shard
 whose state matches its fingerprint and whose tar still has the recorded sha256, and builds the
 rest; because tars are deterministic, the result equals an uninterrupted run. Manifests are
@@ -20,6 +20,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -389,6 +390,11 @@ def _run_locked(scan: SourceScan, out: Path, options: PrepareOptions, stream: Te
             for plan in pending:
                 states[(plan.split, plan.index)] = _write_shard(plan, out / plan.split, results)
                 bar.update(len(plan.records))
+    except BrokenProcessPool as error:
+        raise RuntimeError(
+            f"a decoding worker died ({error}), perhaps out of memory; the finished shards are kept: "
+            "rerun the same command to resume, with fewer --workers if memory is short"
+        ) from error
     finally:
         results.close()
     manifests = {}
