@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from datamodules.film_variation import FilmVariation
 from datamodules.shard_datamodule import ShardDataModule
 from datamodules.streaming import RawSample, SkipSample, stack_batch
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, ImagePipeline
@@ -85,6 +86,9 @@ class ClassifierDataModule(ShardDataModule):
             (masked out of the loss); blank labels are always masked.
         augment: random rotation/zoom/shift and brightness/contrast on training images (never flips).
         rotation_degrees, zoom, shift, brightness, contrast: augmentation ranges (see `Augment`).
+        film_variation: also give training images random real-film looks (display curves, histogram
+            equalisation, crops and collimation, burned-in markers; see `datamodules.film_variation`), so a
+            classifier trained on rendered CXRs holds up on real radiographs.
         (the remaining arguments are `ShardDataModule`'s)
     """
 
@@ -107,6 +111,7 @@ class ClassifierDataModule(ShardDataModule):
         shift: float = 0.03,
         brightness: float = 0.1,
         contrast: float = 0.1,
+        film_variation: bool = False,
     ) -> None:
         super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory)
         if uncertain_policy not in ("zeros", "ones", "ignore"):
@@ -116,10 +121,11 @@ class ClassifierDataModule(ShardDataModule):
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.uncertain_policy = uncertain_policy
         self.augmentation = Augment(rotation_degrees, zoom, shift, brightness, contrast) if augment else None
+        self.film = FilmVariation() if film_variation else None
 
     def example_fn(self, split: str, train: bool) -> ClassifierExample:
         images = ImagePipeline(self.image_size, self.image_mean, self.image_std,
-                               self.augmentation if train else None)
+                               self.augmentation if train else None, film=self.film if train else None)
         return ClassifierExample(images, self.uncertain_policy)
 
     def collate_fn(self, split: str, train: bool):

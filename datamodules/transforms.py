@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datamodules.film_variation import FilmVariation, apply_film_variation
+
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -149,6 +151,7 @@ class ImagePipeline:
     std: tuple[float, ...] = IMAGENET_STD
     augment: Augment | None = None
     mode: str = "normalize"
+    film: FilmVariation | None = None  # real-film looks (training only, like `augment`)
 
     def __post_init__(self) -> None:
         if self.mode not in ("normalize", "signed"):
@@ -157,7 +160,10 @@ class ImagePipeline:
             raise ValueError(f"image mean/std need 3 values (RGB), got {self.mean} / {self.std}")
 
     def __call__(self, jpeg: bytes, rng: np.random.Generator | None) -> torch.Tensor:
-        grey = square_grey(decode_grey(jpeg, self.size), self.size, rng, self.augment)
+        image = decode_grey(jpeg, self.size)
+        if self.film is not None and rng is not None:
+            image = apply_film_variation(image, rng, self.film)
+        grey = square_grey(image, self.size, rng, self.augment)
         gain, offset = intensity_jitter(grey, rng, self.augment)
         if self.mode == "signed":  # [-1, 1]: (x - 0.5) / 0.5
             return to_rgb(grey, gain, offset, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
