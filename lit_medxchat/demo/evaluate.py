@@ -273,6 +273,8 @@ def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any
         limit_test_batches=1.0 if limit == 0 else max(1, limit // 16),
     )
     trainer.test(model, datamodule=_chat_data(checkpoint, demo, task, blank_images), verbose=False)
+    loss = trainer.callback_metrics.get("test/loss")
+    callback.last_scores = {**callback.last_scores, "test_loss": None if loss is None else float(loss)}
     return callback
 
 

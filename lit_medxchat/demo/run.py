@@ -33,6 +33,7 @@ class DemoScale:
     sd_base_steps: int
     sd_base_vae_steps: int
     sd_steps: int
+    lm_base_steps: int
     chat_epochs: int
     chat_eval_limit: int  # test samples generated per chat task (all when 0)
 
@@ -46,6 +47,7 @@ SCALES: dict[str, DemoScale] = {
         sd_base_steps=700,
         sd_base_vae_steps=300,
         sd_steps=300,
+        lm_base_steps=300,
         chat_epochs=6,
         chat_eval_limit=0,
     ),
@@ -57,6 +59,7 @@ SCALES: dict[str, DemoScale] = {
         sd_base_steps=60,
         sd_base_vae_steps=30,
         sd_steps=30,
+        lm_base_steps=40,
         chat_epochs=2,
         chat_eval_limit=16,
     ),
@@ -285,6 +288,7 @@ class Demo:
             Stage("diffusion_base", "pretrain the small SD base (VAE + UNet)", self.diffusion_base),
             Stage("diffusion", "train CXR-SD's text-driven control branch", self.diffusion),
             Stage("evaluate_diffusion", "test text-to-CXR (FID, findings, views)", self.evaluate_diffusion),
+            Stage("lm_base", "pretrain the small LLM on the training dialogues", self.lm_base),
             Stage("chat", "train MedXChat LLM-LoRA", self.chat),
             Stage("chat_blank", "train the same LLM on blank images (baseline)", self.chat_blank),
             Stage("evaluate_chat", "test reports and VQA with the metric callbacks", self.evaluate_chat),

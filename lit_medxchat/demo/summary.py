@@ -124,7 +124,7 @@ def write_run_report(demo: Any, results: dict[str, dict[str, Any]], seconds: flo
                 ("findings classifier", "findings_classifier"),
                 ("SD base", "diffusion_base"),
                 ("CXR-SD branch", "diffusion"),
-                ("LLM-LoRA", "chat"),
+                ("LLM base", "lm_base"), ("LLM-LoRA", "chat"),
                 ("LLM-LoRA, blank images", "chat_blank"),
             )
             if results[stage].get("metrics_csv")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from leftovers import end_leftovers
 
 HERE = Path(__file__).parent
 
@@ -58,6 +59,7 @@ def test_cli_run_killed_and_resumed_continues_losses_and_wandb_run(phantom_shard
     assert reference.returncode == 0, reference.stderr[-3000:]
     killed = _fit(tmp_path / "run", phantom_shards, tmp_path / "run.jsonl", 5, False, tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    end_leftovers(tmp_path)
     resumed = _fit(tmp_path / "run", phantom_shards, tmp_path / "run.jsonl", -1, True, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "--ckpt_path last ->" in resumed.stderr

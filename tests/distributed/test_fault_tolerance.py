@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from leftovers import end_leftovers
 
 from lit_medxchat.checkpointing import (
     IncompleteCheckpointError,
@@ -60,6 +61,7 @@ def _kill_and_resume(tmp: Path, strategy: str, extra: list[str] = ()) -> dict[st
     killed = _run(["--run-dir", str(run), "--kill-in-save-step", str(KILL_IN_SAVE_STEP), *common], tmp,
                   new_session=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    end_leftovers(tmp)
     resumed = _run(["--run-dir", str(run), "--resume", "--reference-dir", str(reference), *common], tmp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return {"run": run, "reference": reference, "log": resumed.stderr}

@@ -70,7 +70,7 @@ def test_config_trains_two_steps(name: str, synth_shards: Path, chat_tokenizer: 
         "--data.init_args.batch_size",
         "2",
     ]
-    if name.endswith("/chat"):
+    if name.endswith(("/chat", "/lm_base")):
         argv += [
             "--model.init_args.tokenizer",
             str(chat_tokenizer),
