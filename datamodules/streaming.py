@@ -274,6 +274,18 @@ def stack_batch(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors, out=batch_tensor((len(tensors), *tensors[0].shape), tensors[0].dtype))
 
 
+def iter_samples(data_dir: str | Path, split: str) -> Iterator[RawSample]:
+    """Every sample of a split once, in shard order: for tools and evaluation (training reads by epoch plan)."""
+    manifest = load_manifest(data_dir, split)
+    reader = ShardReader(manifest)
+    try:
+        for shard_index, shard in enumerate(manifest.shards):
+            for offset in range(shard.num_samples):
+                yield reader.read(shard_index, offset)
+    finally:
+        reader.close()
+
+
 ExampleFn = Callable[[RawSample, np.random.Generator], dict[str, Any]]
 CollateFn = Callable[[list[dict[str, Any]]], dict[str, Any]]
 

@@ -14,20 +14,13 @@ from pathlib import Path
 
 def corpus_from_shards(data_dir: str | Path, split: str = "train") -> Iterator[str]:
     """Every report (`.txt`) and dialogue turn (`.conv.json`) of a split, in shard order."""
-    from datamodules.streaming import ShardReader, load_manifest
+    from datamodules.streaming import iter_samples
 
-    manifest = load_manifest(data_dir, split)
-    reader = ShardReader(manifest)
-    try:
-        for shard_index, shard in enumerate(manifest.shards):
-            for offset in range(shard.num_samples):
-                sample = reader.read(shard_index, offset)
-                yield sample.text("txt")
-                for dialogue in sample.json("conv.json").get("dialogues", []):
-                    for turn in dialogue["turns"]:
-                        yield turn["content"]
-    finally:
-        reader.close()
+    for sample in iter_samples(data_dir, split):
+        yield sample.text("txt")
+        for dialogue in sample.json("conv.json").get("dialogues", []):
+            for turn in dialogue["turns"]:
+                yield turn["content"]
 
 
 def main(argv: list[str] | None = None) -> int:

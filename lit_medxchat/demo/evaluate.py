@@ -67,18 +67,9 @@ def findings_auroc(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def manifest_views(data_dir: Path, split: str) -> list[int]:
     """The view index of every sample of a split, read from the shards' metadata."""
-    from datamodules.streaming import ShardReader, load_manifest
+    from datamodules.streaming import iter_samples
 
-    manifest = load_manifest(data_dir, split)
-    reader = ShardReader(manifest)
-    views = []
-    try:
-        for shard_index, shard in enumerate(manifest.shards):
-            for offset in range(shard.num_samples):
-                views.append(VIEW_CLASSES.index(reader.read(shard_index, offset).json("json")["view"]))
-    finally:
-        reader.close()
-    return views
+    return [VIEW_CLASSES.index(sample.json("json")["view"]) for sample in iter_samples(data_dir, split)]
 
 
 def evaluate_classifiers(demo: Any) -> dict[str, Any]:
@@ -280,26 +271,20 @@ def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any
 
 def _train_dialogue_answers(data_dir: Path) -> tuple[Counter, dict[tuple, Counter]]:
     """The training split's report answers, and its VQA answers per question type (topic, diagnosis)."""
-    from datamodules.streaming import ShardReader, load_manifest
+    from datamodules.streaming import iter_samples
 
     reports: Counter = Counter()
     answers: dict[tuple, Counter] = {}
-    manifest = load_manifest(data_dir, "train")
-    reader = ShardReader(manifest)
-    try:
-        for shard_index, shard in enumerate(manifest.shards):
-            for offset in range(shard.num_samples):
-                for dialogue in reader.read(shard_index, offset).json("conv.json")["dialogues"]:
-                    for turn in dialogue["turns"]:
-                        if turn["role"] != "assistant":
-                            continue
-                        if dialogue["task"] == "report":
-                            reports[turn["content"]] += 1
-                        elif dialogue["task"] == "vqa":
-                            key = (turn.get("topic"), turn.get("diagnosis"))
-                            answers.setdefault(key, Counter())[turn["content"]] += 1
-    finally:
-        reader.close()
+    for sample in iter_samples(data_dir, "train"):
+        for dialogue in sample.json("conv.json")["dialogues"]:
+            for turn in dialogue["turns"]:
+                if turn["role"] != "assistant":
+                    continue
+                if dialogue["task"] == "report":
+                    reports[turn["content"]] += 1
+                elif dialogue["task"] == "vqa":
+                    key = (turn.get("topic"), turn.get("diagnosis"))
+                    answers.setdefault(key, Counter())[turn["content"]] += 1
     return reports, answers
 
 

@@ -10,25 +10,16 @@ from lit_medxchat.constants import CHEXPERT_LABELS
 
 def _held_out_image(demo: Any) -> tuple[Path, dict[str, Any], str]:
     """A frontal test image with a finding (the most informative example), its metadata and report."""
-    from datamodules.streaming import ShardReader, load_manifest
+    from datamodules.streaming import iter_samples
 
-    manifest = load_manifest(demo.shards, "test")
-    reader = ShardReader(manifest)
     chosen = None
-    try:
-        for shard_index, shard in enumerate(manifest.shards):
-            for offset in range(shard.num_samples):
-                sample = reader.read(shard_index, offset)
-                meta = sample.json("json")
-                if chosen is None or (meta["view"] in ("PA", "AP") and meta["labels"].get("No Finding") != 1.0):
-                    chosen = (sample.member("jpg"), meta, sample.text("txt"))
-                    if meta["view"] in ("PA", "AP") and meta["labels"].get("No Finding") != 1.0:
-                        break
-            else:
-                continue
+    for sample in iter_samples(demo.shards, "test"):
+        meta = sample.json("json")
+        informative = meta["view"] in ("PA", "AP") and meta["labels"].get("No Finding") != 1.0
+        if chosen is None or informative:
+            chosen = (sample.member("jpg"), meta, sample.text("txt"))
+        if informative:
             break
-    finally:
-        reader.close()
     image_bytes, meta, report = chosen
     path = demo.figures / f"chat-input-{meta['dicom_id']}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
