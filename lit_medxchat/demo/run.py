@@ -239,22 +239,29 @@ class Demo:
         return evaluate_diffusion(self)
 
     # ---- MedXChat LLM-LoRA -----------------------------------------------------------------------
+    def lm_base(self, _: Path) -> dict[str, Any]:
+        from lit_medxchat.models.lm_base import LMBasePretraining
+
+        run = self.runs / "lm-base"
+        tokenizer = self.runner.results["tokenizer"]["path"]
+        overrides = ["--trainer.max_steps", str(self.scale.lm_base_steps),
+                     "--model.init_args.tokenizer", tokenizer, "--data.init_args.tokenizer_path", tokenizer]
+        checkpoint = _fit("demo/lm_base", run, self.shards, overrides)
+        folder = LMBasePretraining.load_from_checkpoint(checkpoint, map_location="cpu").export_llm_folder(run / "llm")
+        return {"checkpoint": str(checkpoint), "llm_folder": str(folder), "metrics_csv": _metrics_csv(run)}
+
     def _chat_overrides(self, blank_images: bool) -> list[str]:
         tokenizer = self.runner.results["tokenizer"]["path"]
         tower = self.runner.results["findings_classifier"]["export"]
+        llm = self.runner.results["lm_base"]["llm_folder"]
         return [
-            "--trainer.max_epochs",
-            str(self.scale.chat_epochs),
-            "--model.init_args.tokenizer",
-            tokenizer,
-            "--data.init_args.tokenizer_path",
-            tokenizer,
-            "--model.init_args.vision.name_or_path",
-            tower,
-            "--model.init_args.vision.config",
-            "{}",
-            "--data.init_args.blank_images",
-            str(blank_images).lower(),
+            "--trainer.max_epochs", str(self.scale.chat_epochs),
+            "--model.init_args.tokenizer", tokenizer,
+            "--data.init_args.tokenizer_path", tokenizer,
+            "--model.init_args.vision.name_or_path", tower,
+            "--model.init_args.vision.config", "{}",
+            "--model.init_args.llm.name_or_path", llm,
+            "--data.init_args.blank_images", str(blank_images).lower(),
         ]
 
     def chat(self, _: Path) -> dict[str, Any]:
