@@ -17,18 +17,24 @@ from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
 UncertainPolicy = Literal["zeros", "ones", "ignore"]
 
 
-def encode_labels(labels: dict[str, float | None], policy: UncertainPolicy) -> tuple[list[float], list[float]]:
+def encode_labels(
+    labels: dict[str, float | None], policy: UncertainPolicy, blank_policy: str = "ignore"
+) -> tuple[list[float], list[float]]:
     """CheXpert values (1 / 0 / -1 / None) -> (targets, mask) in `CHEXPERT_LABELS` order.
 
-    Blank (None, not mentioned) is masked out. Uncertain (-1) becomes 0 (`zeros`, U-Zeros), 1 (`ones`,
-    U-Ones) or is masked out (`ignore`, U-Ignore), the three policies of the CheXpert paper.
+    Blank (None, not mentioned) is masked out (`blank_policy="ignore"`) or read as absent (`"zeros"`, the
+    usual reading of CheXpert-labelled reports: a finding a radiologist does not mention is not there).
+    Uncertain (-1) becomes 0 (`zeros`, U-Zeros), 1 (`ones`, U-Ones) or is masked out (`ignore`, U-Ignore),
+    the three policies of the CheXpert paper.
     """
+    if blank_policy not in ("ignore", "zeros"):
+        raise ValueError(f"blank_policy={blank_policy!r}; use 'ignore' or 'zeros'")
     targets, mask = [], []
     for name in CHEXPERT_LABELS:
         value = labels.get(name)
         if value is None:
             targets.append(0.0)
-            mask.append(0.0)
+            mask.append(1.0 if blank_policy == "zeros" else 0.0)
         elif value == -1.0:
             targets.append(1.0 if policy == "ones" else 0.0)
             mask.append(0.0 if policy == "ignore" else 1.0)
@@ -53,10 +59,11 @@ class ClassifierExample:
 
     images: ImagePipeline
     uncertain_policy: UncertainPolicy
+    blank_policy: str = "ignore"
 
     def __call__(self, sample: RawSample, rng: np.random.Generator) -> dict[str, Any]:
         meta = sample.json("json")
-        targets, mask = encode_labels(meta.get("labels") or {}, self.uncertain_policy)
+        targets, mask = encode_labels(meta.get("labels") or {}, self.uncertain_policy, self.blank_policy)
         return {
             "pixel_values": self.images(sample.member("jpg"), rng),
             "view": view_index(meta),
@@ -83,7 +90,8 @@ class ClassifierDataModule(ShardDataModule):
         image_size: square side in pixels (images are letterboxed, never cropped).
         image_mean, image_std: per-channel normalisation of the backbone (ImageNet by default).
         uncertain_policy: what an uncertain (-1) CheXpert label becomes: `zeros`, `ones` or `ignore`
-            (masked out of the loss); blank labels are always masked.
+            (masked out of the loss).
+        blank_policy: what a blank (not mentioned) label becomes: masked out (`ignore`) or absent (`zeros`).
         augment: random rotation/zoom/shift and brightness/contrast on training images (never flips).
         rotation_degrees, zoom, shift, brightness, contrast: augmentation ranges (see `Augment`).
         film_variation: also give training images random real-film looks (display curves, histogram
@@ -112,6 +120,7 @@ class ClassifierDataModule(ShardDataModule):
         brightness: float = 0.1,
         contrast: float = 0.1,
         film_variation: bool = False,
+        blank_policy: str = "ignore",
     ) -> None:
         super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory)
         if uncertain_policy not in ("zeros", "ones", "ignore"):
@@ -120,13 +129,16 @@ class ClassifierDataModule(ShardDataModule):
         self.image_size = image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.uncertain_policy = uncertain_policy
+        if blank_policy not in ("ignore", "zeros"):
+            raise ValueError(f"blank_policy={blank_policy!r}; use 'ignore' or 'zeros'")
+        self.blank_policy = blank_policy
         self.augmentation = Augment(rotation_degrees, zoom, shift, brightness, contrast) if augment else None
         self.film = FilmVariation() if film_variation else None
 
     def example_fn(self, split: str, train: bool) -> ClassifierExample:
         images = ImagePipeline(self.image_size, self.image_mean, self.image_std,
                                self.augmentation if train else None, film=self.film if train else None)
-        return ClassifierExample(images, self.uncertain_policy)
+        return ClassifierExample(images, self.uncertain_policy, self.blank_policy)
 
     def collate_fn(self, split: str, train: bool):
         return collate_classifier

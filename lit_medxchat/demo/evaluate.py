@@ -90,7 +90,7 @@ def evaluate_classifiers(demo: Any) -> dict[str, Any]:
     )
     results["view"] = view_accuracy(classifier_outputs(view, data), manifest_views(demo.shards, "train"))
     findings = load_classifier(demo.runner.results["findings_classifier"]["checkpoint"])
-    # "ignore": uncertain (-1) and blank labels are not scored, whatever the training policy was.
+    # Uncertain (-1) labels are not scored, whatever the training policy was; blank (not mentioned) = absent.
     data = ClassifierDataModule(
         str(demo.shards),
         batch_size=64,
@@ -100,6 +100,7 @@ def evaluate_classifiers(demo: Any) -> dict[str, Any]:
         image_std=findings.image_std,
         augment=False,
         uncertain_policy="ignore",
+        blank_policy="zeros",
     )
     results["findings"] = findings_auroc(classifier_outputs(findings, data))
     return results

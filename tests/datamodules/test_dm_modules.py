@@ -26,6 +26,16 @@ def test_uncertain_label_policies(policy, uncertain_target, uncertain_mask):
     assert mask[3] == 0.0 and mask[4:] == [0.0] * 10, "blank or absent labels are never trained on"
 
 
+def test_blank_labels_read_as_absent_when_asked():
+    labels = {"Atelectasis": 1.0, "Consolidation": -1.0, "Edema": None}
+    targets, mask = encode_labels(labels, "ignore", blank_policy="zeros")
+    assert targets[0] == 1.0 and mask[0] == 1.0
+    assert mask[2] == 0.0, "uncertain stays under the uncertain policy"
+    assert targets[3] == 0.0 and mask[3] == 1.0 and mask[4:] == [1.0] * 10, "blank = not mentioned = absent"
+    with pytest.raises(ValueError, match="blank_policy"):
+        encode_labels(labels, "ignore", blank_policy="ones")
+
+
 def test_classifier_batch(shard_dir):
     module = ClassifierDataModule(str(shard_dir), batch_size=4, num_workers=0, image_size=32, uncertain_policy="ones")
     module.setup("fit")
