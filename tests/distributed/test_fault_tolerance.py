@@ -37,6 +37,9 @@ RESUMED_FROM = "epoch=0-step=4.ckpt"  # so `last` must fall back to step 4
 
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # A W&B service started by an earlier test in this process is advertised in WANDB_SERVICE; a run
+    # attached to it would outlive its SIGKILL there and keep the run id "in use". Each run gets its own.
+    env.pop("WANDB_SERVICE", None)
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "lit-medxchat" / "torch_extensions"))
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp), WANDB_CACHE_DIR=str(tmp / "wandb-cache"),
                WANDB_CONFIG_DIR=str(tmp / "wandb-config"), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
