@@ -54,7 +54,7 @@ SCALES: dict[str, DemoScale] = {
     "quick": DemoScale(
         num_subjects=60,
         image_size=128,
-        view_epochs=15,
+        view_epochs=40,
         findings_epochs=6,
         sd_base_steps=40,
         sd_base_vae_steps=20,
