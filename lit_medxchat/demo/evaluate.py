@@ -77,31 +77,17 @@ def evaluate_classifiers(demo: Any) -> dict[str, Any]:
     from datamodules.classifier import ClassifierDataModule
     from lit_medxchat.models.classifiers import load_classifier
 
+    def test_data(model: Any, **labels: str) -> ClassifierDataModule:
+        """The test split as `model` sees it: its input size and normalisation, no augmentation."""
+        return ClassifierDataModule(str(demo.shards), batch_size=64, num_workers=0, image_size=model.image_size,
+                                    image_mean=model.image_mean, image_std=model.image_std, augment=False, **labels)
+
     results: dict[str, Any] = {}
     view = load_classifier(demo.runner.results["view_classifier"]["checkpoint"])
-    data = ClassifierDataModule(
-        str(demo.shards),
-        batch_size=64,
-        num_workers=0,
-        image_size=view.image_size,
-        image_mean=view.image_mean,
-        image_std=view.image_std,
-        augment=False,
-    )
-    results["view"] = view_accuracy(classifier_outputs(view, data), manifest_views(demo.shards, "train"))
+    results["view"] = view_accuracy(classifier_outputs(view, test_data(view)), manifest_views(demo.shards, "train"))
     findings = load_classifier(demo.runner.results["findings_classifier"]["checkpoint"])
     # Uncertain (-1) labels are not scored, whatever the training policy was; blank (not mentioned) = absent.
-    data = ClassifierDataModule(
-        str(demo.shards),
-        batch_size=64,
-        num_workers=0,
-        image_size=findings.image_size,
-        image_mean=findings.image_mean,
-        image_std=findings.image_std,
-        augment=False,
-        uncertain_policy="ignore",
-        blank_policy="zeros",
-    )
+    data = test_data(findings, uncertain_policy="ignore", blank_policy="zeros")
     results["findings"] = findings_auroc(classifier_outputs(findings, data))
     return results
 
