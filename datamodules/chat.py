@@ -269,8 +269,14 @@ class ChatDataModule(ShardDataModule):
         multi_view: bool = False,
         augment: bool = True,
         blank_images: bool = False,
+        retries: int = 3,
+        retry_backoff: float = 1.0,
+        cache_dir: str | None = None,
+        cache_size_gb: float = 100.0,
+        lanes: int | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory)
+        super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory,
+                         retries, retry_backoff, cache_dir, cache_size_gb, lanes)
         weights = dict(task_weights) if task_weights is not None else {task: 1.0 for task in CHAT_TASKS}
         unknown = sorted(set(weights) - set(CHAT_TASKS))
         if unknown or any(value < 0 for value in weights.values()) or not any(weights.values()):

@@ -121,8 +121,14 @@ class ClassifierDataModule(ShardDataModule):
         contrast: float = 0.1,
         film_variation: bool = False,
         blank_policy: str = "ignore",
+        retries: int = 3,
+        retry_backoff: float = 1.0,
+        cache_dir: str | None = None,
+        cache_size_gb: float = 100.0,
+        lanes: int | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory)
+        super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory,
+                         retries, retry_backoff, cache_dir, cache_size_gb, lanes)
         if uncertain_policy not in ("zeros", "ones", "ignore"):
             raise ValueError(f"uncertain_policy={uncertain_policy!r}; use 'zeros', 'ones' or 'ignore'")
         self.save_hyperparameters()

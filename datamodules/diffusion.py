@@ -77,8 +77,14 @@ class DiffusionDataModule(ShardDataModule):
         shift: float = 0.02,
         brightness: float = 0.05,
         contrast: float = 0.05,
+        retries: int = 3,
+        retry_backoff: float = 1.0,
+        cache_dir: str | None = None,
+        cache_size_gb: float = 100.0,
+        lanes: int | None = None,
     ) -> None:
-        super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory)
+        super().__init__(data_dir, batch_size, eval_batch_size, num_workers, seed, shuffle_window, pin_memory,
+                         retries, retry_backoff, cache_dir, cache_size_gb, lanes)
         if resolution % 8:
             raise ValueError(f"resolution={resolution} must be divisible by 8 (the SD VAE downsamples by 8)")
         self.save_hyperparameters()

@@ -18,6 +18,10 @@ so resuming needs nothing but "epoch e, batch k" and every process can recompute
    WebDataset shuffle buffer, but reproducible without saving the buffer).
 4. Batch `k` of the rank is read by worker `k % num_workers` (split by worker). The DataLoader collects
    worker outputs round-robin, so the rank's batch sequence does not depend on `num_workers`.
+5. With `lanes = L > 1` (the default for shards behind a URL, which are read front to back), the rank's
+   slice is cut into `L` contiguous *lanes* and batch `k` comes from lane `k % L`: each lane is a short run of
+   whole shards read sequentially, shuffled in windows seeded by `(seed, epoch, rank, lane, window)`. When
+   `num_workers` divides `L`, every lane is read by exactly one worker. `lanes = 1` is rule 3 exactly.
 """
 
 from __future__ import annotations
@@ -80,14 +84,22 @@ def rank_batches(
     shuffle: bool,
     drop_last: bool,
     shuffle_window: int = 1024,
+    lanes: int = 1,
 ) -> list[Batch]:
     """The batches of `rank` for `epoch`, each an int64 array (batch, 2) of (shard index, offset).
 
     `drop_last=True` (training) gives equal full batches on every rank; `False` (evaluation) covers the
-    stream exactly once across ranks. See the module docstring for the full rule.
+    stream exactly once across ranks. See the module docstring for the full rule; `lanes > 1` deals the
+    rank's slice into sequential lanes (`lane_batches`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    if lanes > 1:
+        return lane_batches(shard_sizes, rank=rank, world_size=world_size, batch_size=batch_size, seed=seed,
+                            epoch=epoch, shuffle=shuffle, drop_last=drop_last, shuffle_window=shuffle_window,
+                            lanes=lanes)
     sizes = np.asarray(shard_sizes, dtype=np.int64)
     order = shard_order(len(sizes), seed=seed, epoch=epoch, shuffle=shuffle)
     ends = np.cumsum(sizes[order])
@@ -119,3 +131,63 @@ def worker_batch_indices(num_batches: int, *, start: int, worker: int, num_worke
     loader yields batches `start, start + 1, ...` in order.
     """
     return range(start + worker, num_batches, max(1, num_workers))
+
+
+def _lane_layout(batch_sizes: list[int], lanes: int, total: int) -> list[tuple[int, int, list[int]]]:
+    """(first position, sample count, batch indices) of each lane: lane `l` holds batches `l, l + L, ...`.
+
+    The rank's samples beyond its batches (training's remainder) go to the last lane, like the tail that
+    rule 3 shuffles and then leaves out.
+    """
+    layout, start = [], 0
+    for lane in range(lanes):
+        indices = list(range(lane, len(batch_sizes), lanes))
+        count = sum(batch_sizes[k] for k in indices)
+        if lane == lanes - 1:
+            count = total - start
+        layout.append((start, count, indices))
+        start += count
+    return layout
+
+
+def lane_batches(
+    shard_sizes: Sequence[int],
+    *,
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    drop_last: bool,
+    shuffle_window: int,
+    lanes: int,
+) -> list[Batch]:
+    """`rank_batches` for `lanes > 1`: the same slice, sizes and guarantees, dealt into sequential lanes."""
+    sizes = np.asarray(shard_sizes, dtype=np.int64)
+    order = shard_order(len(sizes), seed=seed, epoch=epoch, shuffle=shuffle)
+    ends = np.cumsum(sizes[order])
+    total = int(ends[-1]) if len(ends) else 0
+    start, stop = rank_slice(total, rank=rank, world_size=world_size, drop_remainder=drop_last)
+    positions = np.arange(start, stop, dtype=np.int64)
+    if drop_last:
+        batch_sizes = [batch_size] * (len(positions) // batch_size)
+    else:
+        largest = rank_slice(total, rank=0, world_size=world_size, drop_remainder=False)
+        batch_sizes = eval_batch_sizes(len(positions), max_count=largest[1] - largest[0], batch_size=batch_size)
+    batches: list[Batch] = [np.zeros((0, 2), dtype=np.int64)] * len(batch_sizes)
+    for lane, (first, count, indices) in enumerate(_lane_layout(batch_sizes, lanes, len(positions))):
+        lane_positions = positions[first : first + count].copy()
+        if shuffle and shuffle_window > 1:
+            for window_start in range(0, count, shuffle_window):
+                rng = np.random.default_rng([seed, epoch, rank, lane, window_start // shuffle_window])
+                window = lane_positions[window_start : window_start + shuffle_window]
+                lane_positions[window_start : window_start + shuffle_window] = rng.permutation(window)
+        slots = np.searchsorted(ends, lane_positions, side="right")
+        offsets = lane_positions - (ends[slots] - sizes[order][slots])
+        samples = np.stack([order[slots], offsets], axis=1) if count else np.zeros((0, 2), dtype=np.int64)
+        cursor = 0
+        for k in indices:
+            batches[k] = samples[cursor : cursor + batch_sizes[k]]
+            cursor += batch_sizes[k]
+    return batches

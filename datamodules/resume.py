@@ -158,6 +158,7 @@ class ResumableLoader(DataLoader):
             "epoch": self._epoch,
             "batches": self._consumed,
             "num_batches": len(self),
+            "lanes": self.dataset.lanes,
             "counts": dict(self.counts),
         }
         return {"format": STATE_FORMAT, "ranks": gather_objects(local)}
@@ -176,6 +177,12 @@ class ResumableLoader(DataLoader):
                 len(ranks),
             )
         mine = ranks[rank] if len(ranks) == world_size else ranks[0]
+        lanes = int(mine.get("lanes", 1))
+        if lanes != self.dataset.lanes:
+            # The batch sequence is a function of the lanes, not of num_workers: keep the checkpoint's.
+            log.warning("resuming with the checkpoint's %d read lane(s) instead of %d (set lanes to silence this)",
+                        lanes, self.dataset.lanes)
+            self.dataset.lanes = lanes
         self._epoch = int(mine["epoch"])
         self._consumed = int(mine["batches"])
         self._resume_at = (self._epoch, self._consumed)

@@ -7,6 +7,7 @@ skipped-sample accounting (`SkippedSamplesLogger` logs the counts).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
@@ -15,7 +16,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from datamodules.remote import is_remote
 from datamodules.resume import ResumableLoader, gather_objects
+from datamodules.shard_cache import ShardCache
 from datamodules.streaming import (
     SKIPPED_PREFIX,
     CollateFn,
@@ -34,7 +37,9 @@ class ShardDataModule(pl.LightningDataModule):
     """Base of the classifier, diffusion and chat DataModules (not used on its own).
 
     Args:
-        data_dir: folder holding `train/`, `validate/`, `test/`, each with `manifest.json` and shards.
+        data_dir: where `train/`, `validate/`, `test/` are, each with `manifest.json` and shards: a folder, or a
+            URL prefix (`http(s)://`, `s3://`, `gs://`), a `pipe:` template holding `{shard}`, or a brace list
+            of mirrors (see `datamodules.remote`); URLs are streamed front to back through webdataset.
         batch_size: samples per training batch on each rank (full batches only: every rank runs the same
             number of steps).
         eval_batch_size: samples per validation/test batch (default: `batch_size`); every sample is read
@@ -44,6 +49,15 @@ class ShardDataModule(pl.LightningDataModule):
         shuffle_window: training samples are shuffled inside windows of this many consecutive samples of a
             rank's share of the epoch (after shuffling the shard order).
         pin_memory: pin batches for faster host-to-GPU copies.
+        retries: URLs only: times a dropped or failed transfer is retried in a row, with backoff, from the
+            byte where it broke; then the run stops naming the URL and the byte offset.
+        retry_backoff: seconds before the first retry (doubling at each further one).
+        cache_dir: URLs only: keep verified local copies of the shards here, so later epochs on this node
+            read from disk (random access, like a folder); needed for `multi_view` pairing over URLs.
+        cache_size_gb: the cache's size limit; least recently used shards are deleted beyond it.
+        lanes: sequential read lanes per rank (`epoch_plan`, rule 5); default 1 for folders (the plan as
+            it always was) and `max(1, num_workers)` for URLs, so each worker streams its own shards. The
+            batches depend on `lanes`, not on `num_workers`; a resumed run keeps its checkpoint's lanes.
     """
 
     def __init__(
@@ -55,11 +69,23 @@ class ShardDataModule(pl.LightningDataModule):
         seed: int = 1234,
         shuffle_window: int = 1024,
         pin_memory: bool = False,
+        retries: int = 3,
+        retry_backoff: float = 1.0,
+        cache_dir: str | None = None,
+        cache_size_gb: float = 100.0,
+        lanes: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if lanes is not None and lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {lanes}")
         self.data_dir = str(data_dir)
+        self.remote = is_remote(self.data_dir)
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self.cache = ShardCache(cache_dir, int(cache_size_gb * 2**30)) if cache_dir and self.remote else None
+        self.lanes = lanes if lanes is not None else (max(1, num_workers) if self.remote else 1)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -91,12 +117,16 @@ class ShardDataModule(pl.LightningDataModule):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
+    def _load_manifest(self, split: str) -> Manifest:
+        manifest = load_manifest(self.data_dir, split, retries=self.retries, backoff=self.retry_backoff)
+        return dataclasses.replace(manifest, cache=self.cache) if self.cache is not None else manifest
+
     def setup(self, stage: str | None = None) -> None:
         # `validate` is read lazily under `fit`: a run without a validation split (or validation step) is fine.
         wanted = {"fit": ("train",), "validate": ("validate",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage or "fit", ("train", "validate", "test")):
             if split not in self.manifests:
-                self.manifests[split] = load_manifest(self.data_dir, split)
+                self.manifests[split] = self._load_manifest(split)
 
     def _loader(self, split: str, train: bool) -> ResumableLoader:
         name = "train" if train else split
@@ -106,7 +136,7 @@ class ShardDataModule(pl.LightningDataModule):
             loader.dataset.set_rank(rank, world_size)
             return loader
         if split not in self.manifests:
-            self.manifests[split] = load_manifest(self.data_dir, split)
+            self.manifests[split] = self._load_manifest(split)
         manifest = self.manifests[split]
         stream = ShardBatchStream(
             manifest,
@@ -118,11 +148,12 @@ class ShardDataModule(pl.LightningDataModule):
             drop_last=train,
             shuffle_window=self.shuffle_window,
             key_locations=self.key_locations(split),
+            lanes=self.lanes,
         )
         stream.set_rank(rank, world_size)
         if train and len(stream) == 0:
             raise ValueError(
-                f"{manifest.directory}: {manifest.num_samples} training samples cannot fill one batch of "
+                f"{manifest.where}: {manifest.num_samples} training samples cannot fill one batch of "
                 f"{self.batch_size} on each of {world_size} rank(s); lower batch_size or add data"
             )
         if train:
@@ -199,7 +230,9 @@ class SkippedSamplesLogger(Callback):
 
 
 def index_keys(manifest: Manifest) -> dict[str, tuple[int, int]]:
-    """key -> (shard index, offset) over a split, read from the tar headers (for multi-view pairing)."""
+    """key -> (shard index, offset) over a split, read from the tar headers (for multi-view pairing).
+
+    Remote shards need a cache (`cache_dir`): the index and the partner reads use the local copies."""
     return ShardReader(manifest).key_locations()
 
 

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules.epoch_plan import rank_batches, worker_batch_indices
+from datamodules.remote import ShardLocation, is_remote, local_path, read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class SkipSample(Exception):
 class ShardInfo:
     name: str
     num_samples: int
+    sha256: str | None = None  # checked when a shard is streamed to its end (URLs) or cached
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,31 @@ class Manifest:
     split: str
     directory: Path
     shards: tuple[ShardInfo, ...]
+    location: ShardLocation | None = None  # set when the shards are behind a URL / pipe: (read sequentially)
+
+    @property
+    def remote(self) -> bool:
+        return self.location is not None
+
+    @property
+    def where(self) -> str:
+        """The split's folder or URL, for messages."""
+        return self.location.url(self.split) if self.location is not None else str(self.directory)
+
+    cache: Any = None  # a `ShardCache` giving remote shards local copies (random access, epoch 2 from disk)
+
+    def url(self, shard_index: int, attempt: int = 0) -> str:
+        """Shard `shard_index`'s URL; retries (`attempt`) move along the mirrors of a brace list."""
+        assert self.location is not None, "url() is for remote manifests"
+        return self.location.url(self.relative(shard_index), choice=shard_index + attempt)
+
+    def relative(self, shard_index: int) -> str:
+        return f"{self.split}/{self.shards[shard_index].name}"
+
+    def open_stream(self, shard_index: int) -> Any:
+        """A retrying front-to-back byte stream over a remote shard (mirror `shard_index mod n` first)."""
+        assert self.location is not None, "open_stream() is for remote manifests"
+        return self.location.stream(self.relative(shard_index), choice=shard_index)
 
     @property
     def num_samples(self) -> int:
@@ -79,8 +106,43 @@ class Manifest:
         return self.directory / self.shards[shard_index].name
 
 
-def load_manifest(data_dir: str | Path, split: str) -> Manifest:
-    """Read and check `data_dir/split/manifest.json`; errors name the file and the fix."""
+def _parse_shards(raw: dict[str, Any]) -> tuple[ShardInfo, ...]:
+    return tuple(ShardInfo(str(entry["name"]), int(entry["num_samples"]), entry.get("sha256"))
+                 for entry in raw.get("shards", []))
+
+
+def _check_total(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
+    if "num_samples" in raw and int(raw["num_samples"]) != manifest.num_samples:
+        raise ValueError(
+            f"{where}: num_samples={raw['num_samples']} but its shards sum to {manifest.num_samples}; re-run prepare"
+        )
+
+
+def load_remote_manifest(data_dir: str, split: str, *, retries: int = 3, backoff: float = 1.0) -> Manifest:
+    """`<data_dir>/<split>/manifest.json` read from the shards' own location (URL, pipe:, mirrors)."""
+    from datamodules.remote import ShardReadError
+
+    location = ShardLocation.parse(str(data_dir), retries=retries, backoff=backoff)
+    where = location.url(f"{split}/manifest.json")
+    try:
+        raw = json.loads(read_bytes(location, f"{split}/manifest.json"))
+    except ShardReadError as error:
+        raise FileNotFoundError(
+            f"{where} could not be read ({error}); data_dir must be the location that holds train/ validate/ "
+            f"test/, each with manifest.json (split {split!r})"
+        ) from error
+    except ValueError as error:
+        raise ValueError(f"{where} is not a JSON manifest: {error}") from error
+    manifest = Manifest(split=split, directory=Path(split), shards=_parse_shards(raw), location=location)
+    _check_total(raw, manifest, where)
+    return manifest
+
+
+def load_manifest(data_dir: str | Path, split: str, *, retries: int = 3, backoff: float = 1.0) -> Manifest:
+    """Read and check `data_dir/split/manifest.json` (a folder, or a URL location); errors name the file and fix."""
+    if is_remote(str(data_dir)):
+        return load_remote_manifest(str(data_dir), split, retries=retries, backoff=backoff)
+    data_dir = local_path(str(data_dir))
     directory = Path(data_dir) / split
     path = directory / "manifest.json"
     if not path.is_file():
@@ -89,15 +151,11 @@ def load_manifest(data_dir: str | Path, split: str) -> Manifest:
             f"(split {split!r} must be one of train/validate/test)"
         )
     raw = json.loads(path.read_text())
-    shards = tuple(ShardInfo(str(entry["name"]), int(entry["num_samples"])) for entry in raw.get("shards", []))
-    manifest = Manifest(split=split, directory=directory, shards=shards)
-    missing = [shard.name for shard in shards if not (directory / shard.name).is_file()]
+    manifest = Manifest(split=split, directory=directory, shards=_parse_shards(raw))
+    missing = [shard.name for shard in manifest.shards if not (directory / shard.name).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} lists shards that are missing on disk: {missing[:5]}; re-run prepare")
-    if "num_samples" in raw and int(raw["num_samples"]) != manifest.num_samples:
-        raise ValueError(
-            f"{path}: num_samples={raw['num_samples']} but its shards sum to {manifest.num_samples}; re-run prepare"
-        )
+    _check_total(raw, manifest, str(path))
     return manifest
 
 
@@ -185,12 +243,23 @@ class ShardReader:
         self._indexes: OrderedDict[int, list[tuple[str, list[tuple[str, int, int]]]]] = OrderedDict()
         self._files: OrderedDict[int, Any] = OrderedDict()
 
+    def shard_path(self, shard_index: int) -> Path:
+        """The local file of a shard: the shard itself, or the cached copy of a remote one."""
+        if self.manifest.cache is not None:
+            return self.manifest.cache.fetch(self.manifest, shard_index)
+        if self.manifest.remote:
+            raise ValueError(
+                f"{self.manifest.where}: reading samples out of order (multi-view pairing) needs local copies of "
+                "remote shards: set cache_dir"
+            )
+        return self.manifest.path(shard_index)
+
     def index(self, shard_index: int) -> list[tuple[str, list[tuple[str, int, int]]]]:
         """[(key, [(ext, data offset, size), ...]), ...] in tar order, checked against the manifest count."""
         if shard_index in self._indexes:
             self._indexes.move_to_end(shard_index)
             return self._indexes[shard_index]
-        path = self.manifest.path(shard_index)
+        path = self.shard_path(shard_index)
         samples: list[tuple[str, list[tuple[str, int, int]]]] = []
         for name, offset_data, size in tar_members(path):
             key, ext = split_key(name)
@@ -212,7 +281,7 @@ class ShardReader:
         if shard_index in self._files:
             self._files.move_to_end(shard_index)
             return self._files[shard_index]
-        handle = open(self.manifest.path(shard_index), "rb")  # noqa: SIM115 - kept open across reads, closed in close()
+        handle = open(self.shard_path(shard_index), "rb")  # noqa: SIM115 - kept open across reads, closed in close()
         self._files[shard_index] = handle
         if len(self._files) > self.max_open:
             self._files.popitem(last=False)[1].close()
@@ -274,9 +343,18 @@ def stack_batch(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors, out=batch_tensor((len(tensors), *tensors[0].shape), tensors[0].dtype))
 
 
-def iter_samples(data_dir: str | Path, split: str) -> Iterator[RawSample]:
-    """Every sample of a split once, in shard order: for tools and evaluation (training reads by epoch plan)."""
-    manifest = load_manifest(data_dir, split)
+def iter_samples(data_dir: str | Path, split: str, *, retries: int = 3) -> Iterator[RawSample]:
+    """Every sample of a split once, in shard order: for tools and evaluation (training reads by epoch plan).
+
+    `data_dir` may be a URL location (`datamodules.remote`): its shards are then streamed front to back.
+    """
+    manifest = load_manifest(data_dir, split, retries=retries)
+    if manifest.remote:
+        from datamodules.sequential_reader import shard_samples
+
+        for shard_index in range(len(manifest.shards)):
+            yield from shard_samples(manifest, shard_index)
+        return
     reader = ShardReader(manifest)
     try:
         for shard_index, shard in enumerate(manifest.shards):
@@ -315,9 +393,11 @@ class ShardBatchStream(IterableDataset):
         drop_last: bool = True,
         shuffle_window: int = 1024,
         key_locations: dict[str, tuple[int, int]] | None = None,
+        lanes: int = 1,
     ) -> None:
         super().__init__()
         self.manifest = manifest
+        self.lanes = lanes
         self.batch_size = batch_size
         self.make_example = make_example
         self.collate = collate
@@ -346,7 +426,22 @@ class ShardBatchStream(IterableDataset):
             shuffle=self.shuffle,
             drop_last=self.drop_last,
             shuffle_window=self.shuffle_window,
+            lanes=self.lanes,
         )
+
+    @property
+    def sequential(self) -> bool:
+        """Remote shards without a local cache are read front to back (`SequentialShardReader`)."""
+        return self.manifest.remote and self.manifest.cache is None
+
+    def _reader(self, batches: list[np.ndarray], indices: range) -> Any:
+        """A reader of this pass's samples: random access for folders and cached copies, else sequential."""
+        if not self.sequential:
+            return ShardReader(self.manifest)
+        from datamodules.sequential_reader import SequentialShardReader
+
+        needed = [(index % self.lanes, int(s), int(o)) for index in indices for s, o in batches[index]]
+        return SequentialShardReader(self.manifest, needed, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank; the same on every rank for training streams."""
@@ -388,14 +483,13 @@ class ShardBatchStream(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         batches = self.plan()
+        indices = worker_batch_indices(len(batches), start=self.start_batch, worker=worker, num_workers=num_workers)
         # A reader per iteration: file handles must never be shared with forked workers (shared offsets).
-        reader = ShardReader(self.manifest)
+        reader = self._reader(batches, indices)
         self._skips_this_pass = 0
         last_good: dict[str, Any] | None = None
         try:
-            for index in worker_batch_indices(
-                len(batches), start=self.start_batch, worker=worker, num_workers=num_workers
-            ):
+            for index in indices:
                 skipped: Counter = Counter()
                 examples = [self._example(reader, int(s), int(o), skipped, worker) for s, o in batches[index]]
                 examples = [example for example in examples if example is not None]
@@ -416,7 +510,7 @@ class ShardBatchStream(IterableDataset):
                         f"every sample of batch {index} (rank {self.rank}, worker {worker}) of split "
                         f"{self.manifest.split!r} was skipped ({dict(skipped)}) and there is no earlier batch to "
                         f"repeat; see the warnings above (fix the options or re-run prepare on "
-                        f"{self.manifest.directory})"
+                        f"{self.manifest.where})"
                     )
         finally:
             reader.close()
