@@ -4,7 +4,8 @@ Both labelers use the same lexicon and rules; they differ only in how phrase lis
 regexes (ours: a character trie; baseline: one `a|b|c` alternation, longest phrase first).
 The script first checks that both give identical labels on the whole corpus, then times them
 side by side in one process with one thread, counting CPU time (so other load on the machine
-does not count). The corpus is generated from our own report sentences (seeded).
+does not count). The corpus is generated from report sentences in MIMIC-CXR and IU X-ray style
+(coordinated negations, `XXXX` de-identification marks, numbered impressions; seeded).
 
     python benchmarks/bench_labeler.py [--reports 2000] [--repeats 5]
 """
@@ -41,6 +42,9 @@ FINDINGS = (
     "Pneumonia cannot be excluded.",
     "Calcified granuloma in the {side} upper lobe.",
     "{Side} pleural thickening is unchanged.",
+    "XXXX opacities in the {side} {lobe} lobe, atelectasis or scarring.",
+    "Mild pulmonary vascular congestion without frank edema.",
+    "Findings consistent with CHF.",
 )
 NORMALS = (
     "The lungs are clear.",
@@ -53,6 +57,11 @@ NORMALS = (
     "There is no evidence of pneumonia.",
     "Previously seen left effusion has resolved.",
     "No change in the appearance of the chest.",
+    "No focal consolidation, suspicious pulmonary opacity, large pleural effusion, or pneumothorax.",
+    "No XXXX of pneumothorax.",
+    "There are no XXXX XXXX or effusions.",
+    "No typical findings of pulmonary edema.",
+    "Heart size and mediastinal contours are within normal limits.",
 )
 IMPRESSIONS = (
     "No acute cardiopulmonary process.",
@@ -61,6 +70,8 @@ IMPRESSIONS = (
     "Mild pulmonary edema.",
     "Atelectasis versus consolidation at the {side} base.",
     "Support devices in standard position.",
+    "1. No acute cardiopulmonary abnormality. 2. Stable XXXX sternotomy.",
+    "1. Cardiomegaly without edema.\n2. Small {side} effusion cannot be excluded.",
 )
 
 

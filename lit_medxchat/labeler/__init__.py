@@ -10,10 +10,19 @@ from __future__ import annotations
 from lit_medxchat.labeler.rules import (
     Mention,
     RuleLabeler,
+    apply_hierarchy,
     extract_mentions,
     label_report,
     label_reports,
     split_sentences,
 )
 
-__all__ = ["Mention", "RuleLabeler", "extract_mentions", "label_report", "label_reports", "split_sentences"]
+__all__ = [
+    "Mention",
+    "RuleLabeler",
+    "apply_hierarchy",
+    "extract_mentions",
+    "label_report",
+    "label_reports",
+    "split_sentences",
+]

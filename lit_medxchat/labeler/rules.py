@@ -33,11 +33,22 @@ QUALIFIER_WORDS = 6
 
 # A period after these words does not end a sentence ("atelectasis vs. pneumonia").
 _ABBREVIATIONS = frozenset({"vs", "e.g", "i.e", "dr", "approx", "st", "mr", "mrs", "ms", "cf"})
-_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n[^\S\n]*\n")
+# Sentence ends: ".", "!" or "?" before whitespace, a blank line, and (zero-width) the start of a
+# numbered item ("1. ...", "2) ...") or a bulleted line, as impressions are often written.
+_SENTENCE_END = re.compile(
+    r"[.!?](?=[\s\"')\]]|$)|\.(?=[A-Z][a-z])|\n[^\S\n]*\n|(?<=\s)(?=\(?\d{1,2}[.)]\s+[A-Za-z])|(?=\n[^\S\n]*[-*\u2022]\s)"
+)
+_LIST_MARKER = re.compile(r"^(?:\(?\d{1,2}[.)]|[-*\u2022])(?:\s+|$)")
 _CLAUSE_BREAK = re.compile(
     r"[;:]|,\s*(?:and\s+)?(?=(?:there|the|this|these|it)\b)|\s(?:and|with)\s+(?=(?:there|the)\b)"
 )
 _WORD = re.compile(r"[\w/'-]+")
+# Words that count toward a trigger's scope: not de-identification marks ("XXXX" in IU X-ray,
+# "___" in MIMIC-CXR), which stand for words we cannot read ("No XXXX of pneumothorax").
+_COUNTED_WORD = re.compile(r"(?<![\w/'-])(?!(?:x{3,}|_{2,})(?![\w/'-]))[\w/'-]+")
+# The gap between two items of a coordinated list: a comma and/or a conjunction and at most three
+# modifier words ("no focal consolidation, large effusion, or acute displaced rib fracture").
+_COORDINATION = re.compile(r"^\s*,?\s*(?:(?:and|or|nor|and/or)\s+)?(?:[\w-]+\s+){0,3}$")
 _DISJUNCTION = re.compile(r"^\s*,?\s*or\s+(?:\w+\s+){0,2}$")
 
 # Trigger kinds.
@@ -94,9 +105,12 @@ class _Vocabulary:
             self.labels[phrase] = ()
         self.mention_re = compile_phrases([*self.labels, *self.anatomy])
         self.signs = frozenset(lexicon.SIGNS)
-        unknown_signs = self.signs - set(self.labels)
-        if unknown_signs:
-            raise ValueError(f"labeler lexicon: signs {sorted(unknown_signs)} must also be listed in MENTIONS")
+        self.uncertain = frozenset(lexicon.UNCERTAIN_MENTIONS)
+        self.implies = dict(lexicon.IMPLIES)
+        for name, phrases in (("signs", self.signs), ("uncertain mentions", self.uncertain), ("implies", self.implies)):
+            unknown = set(phrases) - set(self.labels)
+            if unknown:
+                raise ValueError(f"labeler lexicon: {name} {sorted(unknown)} must also be listed in MENTIONS")
 
         self.triggers: dict[str, tuple[str, bool, bool]] = {}
         groups = (
@@ -180,6 +194,8 @@ def split_sentences(text: str, lowercase: bool = True) -> list[str]:
     start = 0
     for match in _SENTENCE_END.finditer(text):
         end = match.end()
+        if end == start:
+            continue
         if match.group() == "." and _last_word(text[max(start, end - 8) : end - 1]) in _ABBREVIATIONS:
             continue
         _append_sentence(sentences, text[start:end], lowercase)
@@ -194,7 +210,7 @@ def _last_word(text: str) -> str:
 
 
 def _append_sentence(sentences: list[str], piece: str, lowercase: bool) -> None:
-    piece = " ".join(piece.split())
+    piece = _LIST_MARKER.sub("", " ".join(piece.split()))
     if piece and _WORD.search(piece):
         sentences.append(piece.lower() if lowercase else piece)
 
@@ -203,7 +219,7 @@ def _words_between(sentence: str, start: int, end: int, mention_spans: list[tupl
     """Words in sentence[start:end] that are not inside another mention (list items do not count)."""
     if end <= start:
         return 0
-    count = len(_WORD.findall(sentence, start, end))
+    count = len(_COUNTED_WORD.findall(sentence, start, end))
     for m_start, m_end in mention_spans:
         if m_start >= start and m_end <= end:
             count -= len(_WORD.findall(sentence, m_start, m_end))
@@ -234,30 +250,33 @@ def _trigger_state(
     starts: list[int],
     spans: list[tuple[int, int]],
     clause: tuple[int, int],
-) -> float:
-    """State of a mention at sentence[start:end] from the nearest trigger on each side in its clause.
+) -> tuple[float, str | None, str | None]:
+    """(state, kind of the trigger before, kind of the trigger after) of a mention at
+    sentence[start:end], from the nearest trigger on each side in its clause.
 
     `starts` are the triggers' start offsets (sorted), `spans` every mention's (start, end).
+    A kind is None when no trigger on that side applies.
     """
-    kinds = set()
+    pre = post = None
     i = bisect.bisect_left(starts, start) - 1
     while i >= 0 and triggers[i].end > start:  # a trigger overlapping the mention is no trigger for it
         i -= 1
     if i >= 0:
-        kinds.add(_pre_kind(sentence, start, triggers, i, spans, clause))
+        pre = _pre_kind(sentence, start, triggers, i, spans, clause)
     j = bisect.bisect_left(starts, end)
     if j < len(triggers):
         after = triggers[j]
         if after.end <= clause[1] and after.post:
             if _words_between(sentence, end, after.start, spans) <= SCOPE_WORDS:
-                kinds.add(after.kind)
+                post = after.kind
+    kinds = (pre, post)
     if _STRONG in kinds:
-        return UNCERTAIN
+        return UNCERTAIN, pre, post
     if _NEG in kinds:
-        return NEGATIVE
+        return NEGATIVE, pre, post
     if _UNC in kinds:
-        return UNCERTAIN
-    return POSITIVE
+        return UNCERTAIN, pre, post
+    return POSITIVE, pre, post
 
 
 def _qualifier(
@@ -307,10 +326,13 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
     qualifiers: list[tuple[int, int, float, bool]] | None = None
 
     mentions: list[Mention] = []
+    # The previous item of a coordinated list: (end, clause, negated by a trigger before it).
+    previous: tuple[int, tuple[int, int], bool] | None = None
     for start, end, phrase in found:
         clause = clauses[bisect.bisect_right(clause_starts, start) - 1]
         labels = vocab.labels.get(phrase)
         if labels is None:  # anatomy: a mention only with a qualifier
+            previous = None
             if qualifiers is None:
                 qualifiers = [
                     (q.start(), q.end(), *vocab.qualifiers[q.group()]) for q in vocab.qualifier_re.finditer(sentence)
@@ -322,16 +344,33 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
             if state == POSITIVE:
                 # Hedges and negations sit next to the qualifier: "the heart may be mildly enlarged".
                 at = qualifier[:2] if qualifier[0] >= end else (start, end)
-                state = _trigger_state(sentence, *at, triggers, starts, spans, clause)
+                state = _trigger_state(sentence, *at, triggers, starts, spans, clause)[0]
             labels = vocab.anatomy[phrase]
-        elif not labels:
-            continue
         else:
-            state = _trigger_state(sentence, start, end, triggers, starts, spans, clause)
+            state, pre, post = _trigger_state(sentence, start, end, triggers, starts, spans, clause)
+            chained = (
+                pre is None
+                and post is None
+                and previous is not None
+                and previous[2]
+                and previous[1] == clause
+                and _COORDINATION.match(sentence[previous[0] : start]) is not None
+            )
+            if chained:
+                # One negation covers a whole list: "no effusion, focal consolidation, or pneumothorax".
+                state = NEGATIVE
+            previous = (end, clause, chained or (state == NEGATIVE and pre == _NEG))
+            if not labels:
+                continue
+            if state == POSITIVE and phrase in vocab.uncertain:
+                state = UNCERTAIN
         mentions.extend(Mention(label, state, phrase, index, sentence, start, end) for label in labels)
+        implied = vocab.implies.get(phrase)
+        if implied is not None and state != NEGATIVE:
+            mentions.append(Mention(implied[0], implied[1], phrase, index, sentence, start, end))
     if any(m.phrase in vocab.signs for m in mentions):
-        # A sign ("blunting of the costophrenic angle") yields to a named mention of the same finding
-        # in its sentence: "blunting ... may reflect a small effusion" is uncertain, not positive.
+        # A sign ("perihilar haziness") yields to a named mention of the same finding in its
+        # sentence: "perihilar haziness may reflect mild edema" is uncertain, not positive.
         named = {m.label for m in mentions if m.phrase not in vocab.signs}
         mentions = [m for m in mentions if m.phrase not in vocab.signs or m.label not in named]
     return _disjunctions(mentions)
@@ -371,15 +410,40 @@ def aggregate(mentions: Iterable[Mention]) -> dict[str, float | None]:
     return labels
 
 
-def label_report(text: str) -> dict[str, float | None]:
+# CheXpert's label hierarchy: a child finding is a kind of its parent.
+HIERARCHY: dict[str, tuple[str, ...]] = {
+    "Lung Opacity": ("Edema", "Consolidation", "Pneumonia", "Lung Lesion", "Atelectasis"),
+    "Enlarged Cardiomediastinum": ("Cardiomegaly",),
+}
+
+
+def apply_hierarchy(labels: dict[str, float | None]) -> dict[str, float | None]:
+    """A copy of `labels` where a parent is at least as present as its most present child.
+
+    A positive child makes its parent positive; an uncertain child makes a blank or negated
+    parent uncertain; a negated child says nothing about the parent. The labeler's own output
+    does not do this (neither do the CheXpert labeler nor MIMIC-CXR's label files); use it when
+    comparing with labels that were propagated, such as CheXpert's hierarchical training targets.
+    """
+    out = dict(labels)
+    for parent, children in HIERARCHY.items():
+        for child in children:
+            value = out[child]
+            if value in (POSITIVE, UNCERTAIN) and (out[parent] is None or _PRIORITY[value] > _PRIORITY[out[parent]]):
+                out[parent] = value
+    return out
+
+
+def label_report(text: str, hierarchy: bool = False) -> dict[str, float | None]:
     """The 14 CheXpert labels of one report text (all None for empty or whitespace-only text).
 
     Label the section you mean (impression, else findings, as MIMIC-CXR did); this function
-    labels exactly the text it is given.
+    labels exactly the text it is given. `hierarchy=True` applies `apply_hierarchy`.
     """
-    return _default().label(text)
+    labels = _default().label(text)
+    return apply_hierarchy(labels) if hierarchy else labels
 
 
-def label_reports(texts: Iterable[str]) -> list[dict[str, float | None]]:
+def label_reports(texts: Iterable[str], hierarchy: bool = False) -> list[dict[str, float | None]]:
     """`label_report` over a batch, in order (one dict per text)."""
-    return [label_report(text) for text in texts]
+    return [label_report(text, hierarchy) for text in texts]

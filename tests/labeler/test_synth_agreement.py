@@ -28,6 +28,5 @@ def test_labels_agree_with_the_synthetic_ground_truth():
         for name in CHEXPERT_LABELS
         if report.labels[name] != labels[name]
     ]
-    total = len(reports) * len(CHEXPERT_LABELS)
-    assert len(disagreements) <= 0.005 * total, disagreements[:5]
+    assert not disagreements, disagreements[:5]
     assert sum(r.labels["Pleural Effusion"] == 1.0 for r in reports) >= 20  # the sample covers real findings
