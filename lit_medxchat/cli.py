@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("chat",): ("lit_medxchat.chat:main", "chat with a trained run: reports, VQA, text-to-CXR"),
     ("export",): ("lit_medxchat.export:main", "export checkpoints to peft / transformers / diffusers formats"),
     ("demo",): ("lit_medxchat.demo.run:main", "the whole MedXChat loop on the built-in dataset"),
+    ("plan",): ("lit_medxchat.plan.cli:main", "build a config's model on meta and say what a run needs per GPU"),
 }
 
 

@@ -1,0 +1,169 @@
+"""The config and overrides `fit` would use -> the LightningModule on the meta device (no memory, no download).
+
+The config is parsed by the same LightningCLI as `lit-medxchat fit` (shipped names, `--config FILE`, dotted
+overrides), so a wrong field fails here as it would in the job. Only the model is instantiated, under
+`torch.device("meta")`: parameters get shapes and dtypes but no storage, so a 7B model builds in seconds on
+a laptop. `name_or_path` fields and missing tokenizers are first rewritten to the equivalent architecture
+configs (`architectures`), so nothing is downloaded and no weights are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_medxchat.plan import architectures as arch
+
+
+class PlanError(Exception):
+    """A config the run would fail on: the message names the field and what is wrong."""
+
+
+@dataclass
+class PlannedConfig:
+    """What the plan knows about a run: its model (on meta), and the trainer and data settings."""
+
+    model: Any
+    model_class: str
+    trainer: dict[str, Any]
+    data: dict[str, Any]
+    data_class: str
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_config(argv: list[str]) -> dict[str, Any]:
+    """`--config CFG [overrides]` -> the merged config as a dict, exactly as `lit-medxchat fit` parses it."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    from lit_medxchat.train_cli import _resolve_config_args
+
+    class ParseOnlyCLI(LightningCLI):
+        def instantiate_classes(self) -> None:  # the plan instantiates the model itself, on meta
+            self.config_init = None
+
+    try:
+        cli = ParseOnlyCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=_resolve_config_args(argv),
+            run=False,
+            auto_configure_optimizers=False,
+            parser_kwargs={"exit_on_error": False},
+        )
+    except (ValueError, TypeError, SystemExit) as error:
+        raise PlanError(f"config does not parse: {error}") from error
+    return cli.config.as_dict()
+
+
+def rewrite_for_plan(init_args: dict[str, Any], scratch: Path) -> list[str]:
+    """Replace `name_or_path` fields and unloadable tokenizers by architecture configs, in place.
+
+    Returns notes for the report (what was stood in for). Fields follow our models' signatures:
+    `tokenizer`, `llm.name_or_path`, `vision.name_or_path` (MedXChatLoRA, LMBasePretraining), a
+    top-level `name_or_path` with `vae_config` (CXRDiffusion) or with `config` (classifiers).
+    """
+    notes: list[str] = []
+    tokenizer = init_args.get("tokenizer")
+    if isinstance(tokenizer, str) and not Path(tokenizer).exists():
+        facts, note = arch.tokenizer_facts(tokenizer)
+        init_args["tokenizer"] = str(arch.write_stand_in_tokenizer(facts, scratch / "tokenizer"))
+        notes.append(note or f"tokenizer {tokenizer!r}: a stand-in with its {facts['vocab_size']} tokens")
+    for group, reader in (("llm", arch.architecture_config), ("vision", arch.vision_config)):
+        options = init_args.get(group)
+        if isinstance(options, dict) and options.get("name_or_path"):
+            name = options["name_or_path"]
+            options["config"] = reader(name, f"model.init_args.{group}.name_or_path")
+            options["name_or_path"] = None
+            notes.append(f"{group}: architecture of {name!r} (no weights read)")
+    name = init_args.get("name_or_path")
+    if name and "vae_config" in init_args:
+        field_name = "model.init_args.name_or_path"
+        for part in ("vae", "unet", "text_encoder"):
+            config = arch.architecture_config(name, field_name, subfolder=part)
+            config.pop("model_type", None)
+            init_args[f"{part}_config"] = config
+        tokenizer_name = init_args.get("tokenizer_name_or_path")
+        if tokenizer_name is None or not Path(tokenizer_name).exists():
+            facts = arch.shipped_index().get(name, {}).get("tokenizer")
+            vocab = (facts or {}).get("vocab_size") or init_args["text_encoder_config"].get("vocab_size")
+            init_args["tokenizer_name_or_path"] = None
+            init_args["tokenizer_vocab_size"] = int(vocab)
+        init_args["name_or_path"] = None
+        notes.append(f"SD parts: architecture of {name!r} (no weights read)")
+    elif name and "config" in init_args:
+        init_args["config"] = arch.architecture_config(name, "model.init_args.name_or_path")
+        init_args["name_or_path"] = None
+        notes.append(f"backbone: architecture of {name!r} (no weights read)")
+    return notes
+
+
+@contextlib.contextmanager
+def _value_free_init() -> Iterator[None]:
+    """Stand in for the few constructor helpers that read weight *values* (impossible on meta).
+
+    `llm_lora.embedding_rms` sets the adapter's initial output gain from the LLM's embedding RMS: a value,
+    never a shape, so the plan uses 1.0 for meta weights and leaves real weights to the original.
+    """
+    from lit_medxchat.models import llm_lora
+
+    original = getattr(llm_lora, "embedding_rms", None)
+    if original is None:
+        yield
+        return
+
+    def embedding_rms(llm: Any) -> float:
+        return 1.0 if llm.get_input_embeddings().weight.is_meta else original(llm)
+
+    llm_lora.embedding_rms = embedding_rms
+    try:
+        yield
+    finally:
+        llm_lora.embedding_rms = original
+
+
+def instantiate_on_meta(model_config: dict[str, Any]) -> Any:
+    """Instantiate `{"class_path", "init_args"}` as LightningCLI would, with every tensor on the meta device."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningModule
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningModule, "model", required=True)
+    namespace = parser.parse_object({"model": model_config})
+    with torch.device("meta"), _value_free_init():
+        return parser.instantiate_classes(namespace).model
+
+
+def build_planned(argv: list[str]) -> PlannedConfig:
+    """Parse `argv` like `fit`, rewrite hub ids to architectures and build the model on meta."""
+    config = parse_config(argv)
+    model_config = copy.deepcopy(config.get("model") or {})
+    if not model_config.get("class_path"):
+        raise PlanError("the config names no model: set model.class_path")
+    init_args = model_config.setdefault("init_args", {})
+    with tempfile.TemporaryDirectory(prefix="lit-medxchat-plan-") as scratch:
+        try:
+            notes = rewrite_for_plan(init_args, Path(scratch))
+            model = instantiate_on_meta(model_config)
+        except PlanError:
+            raise
+        except (ValueError, TypeError, KeyError, RuntimeError, OSError) as error:
+            raise PlanError(f"model {model_config['class_path']} does not build: {error}") from error
+    data = config.get("data") or {}
+    return PlannedConfig(
+        model=model,
+        model_class=model_config["class_path"],
+        trainer=config.get("trainer") or {},
+        data=dict(data.get("init_args") or {}),
+        data_class=str(data.get("class_path") or ""),
+        notes=notes,
+    )
