@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shlex
 import shutil
 import time
@@ -37,6 +38,23 @@ def _retryable() -> tuple[type[BaseException], ...]:
     import http.client
 
     return (OSError, http.client.HTTPException, EOFError)
+
+
+CURL_EXITS = {6: "could not resolve the host", 7: "could not connect", 18: "transfer cut short",
+              22: "HTTP error status, e.g. 404", 28: "timed out", 56: "connection reset"}
+
+
+def describe(error: BaseException) -> str:
+    """A readable cause: webdataset's Pipe reports a command's exit as a repr of its arguments."""
+    text = str(error)
+    status = re.search(r"exit (-?\d+) \(read\)", text)
+    if status is None:
+        return text
+    program = re.search(r"\(\(\[?'([^'\s]+)", text)
+    name = program.group(1) if program else "the command"
+    code = int(status.group(1))
+    hint = CURL_EXITS.get(code, "") if name == "curl" else ""
+    return f"{name} exited with status {code}" + (f": {hint}" if hint else "")
 
 
 class ShardReadError(OSError):
@@ -172,6 +190,7 @@ class RetryingStream:
         self._failures = 0  # consecutive failures without a byte of progress
         self._attempt = 0
         self._stream: Any = None
+        self._raw: Any = None  # what bytes are read from: the stream, or a command's stdout
         self._digest = hashlib.sha256()
         self.finished = False
 
@@ -183,18 +202,23 @@ class RetryingStream:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def _open(self) -> Any:
+    def _open(self) -> None:
+        from webdataset.gopen import Pipe
+
         stream, discard = self.opener(self.url, self.position)
+        # webdataset's Pipe raises as soon as its command has failed, even on a read that returned good bytes
+        # (curl exits 18 right after delivering what arrived): read its stdout and check the exit at the end.
+        self._stream, self._raw = stream, stream.stream if isinstance(stream, Pipe) else stream
         while discard > 0:
-            chunk = stream.read(min(discard, 1 << 20))
+            chunk = self._raw.read(min(discard, 1 << 20))
             if not chunk:
+                self._end_of_data()
                 raise EOFError(f"{self.url} ended before byte {self.position} while skipping to it")
             discard -= len(chunk)
-        return stream
 
     def _end_of_data(self) -> None:
         """At end of data: raise if the transfer was cut short, else mark the stream finished."""
-        stream, self._stream = self._stream, None
+        stream, self._stream, self._raw = self._stream, None, None
         remaining = getattr(stream, "length", None)  # http.client: bytes still promised by Content-Length
         stream.close()  # webdataset's Pipe waits for the command here and raises on a bad exit status
         if remaining:
@@ -207,8 +231,8 @@ class RetryingStream:
         while True:
             try:
                 if self._stream is None:
-                    self._stream = self._open()
-                data = self._stream.read(size)
+                    self._open()
+                data = self._raw.read(size)
                 if not data:
                     self._end_of_data()
                     return b""
@@ -223,26 +247,26 @@ class RetryingStream:
     def _fail(self, error: BaseException) -> None:
         if self._stream is not None:
             close_quietly(self._stream)
-            self._stream = None
+            self._stream = self._raw = None
         self._failures += 1
         url = self.url
         if self._failures > self.retries:
             raise ShardReadError(
-                f"{url}: reading failed at byte {self.position} after {self.retries} retries ({error}); "
+                f"{url}: reading failed at byte {self.position} after {self.retries} retries ({describe(error)}); "
                 "check that the server is up and the URL is right, then resume the run from its last checkpoint"
             ) from error
         delay = self.backoff * 2 ** (self._failures - 1)
         self._attempt += 1
         self.retried += 1
         log.warning("%s: read failed at byte %d (%s); retry %d/%d in %.1f s from that byte%s", url, self.position,
-                    error, self._failures, self.retries, delay,
+                    describe(error), self._failures, self.retries, delay,
                     f" on {self.url}" if self.url != url else "")
         time.sleep(delay)
 
     def close(self) -> None:
         if self._stream is not None:
             close_quietly(self._stream)
-            self._stream = None
+            self._stream = self._raw = None
 
     def __str__(self) -> str:
         return f"<RetryingStream {self.url} at byte {self.position}>"
