@@ -131,15 +131,18 @@ def _value_free_init() -> Iterator[None]:
         llm_lora.embedding_rms = original
 
 
-def instantiate_on_meta(model_config: dict[str, Any]) -> Any:
-    """Instantiate `{"class_path", "init_args"}` as LightningCLI would, with every tensor on the meta device."""
+def instantiate_on_meta(model_config: dict[str, Any], device: str = "meta") -> Any:
+    """Instantiate `{"class_path", "init_args"}` as LightningCLI would, with every tensor on `device`.
+
+    `device="cpu"` builds the real model from the same rewritten config (tests compare the two).
+    """
     from jsonargparse import ArgumentParser
     from lightning.pytorch import LightningModule
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningModule, "model", required=True)
     namespace = parser.parse_object({"model": model_config})
-    with torch.device("meta"), _value_free_init():
+    with torch.device(device), _value_free_init():
         return parser.instantiate_classes(namespace).model
 
 

@@ -31,6 +31,7 @@ class StepShapes:
     seq_len: int | None = None
     image_size: int | None = None
     images_per_sample: int = 1
+    device: str = "meta"  # "cpu" runs the same step for real (tests compare the two)
 
 
 @dataclass
@@ -46,8 +47,8 @@ class ProbeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _meta(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.zeros(shape, dtype=dtype, device="meta")
+def _zeros(shapes: StepShapes, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype, device=shapes.device)
 
 
 def chat_step(model: Any, shapes: StepShapes) -> torch.Tensor:
@@ -59,16 +60,16 @@ def chat_step(model: Any, shapes: StepShapes) -> torch.Tensor:
             f"data.init_args.max_length={length} leaves no text after {tokens} image tokens per sample"
         )
     size = shapes.image_size or model.vision_tower.image_size
-    ids = _meta(b, length, dtype=torch.long)
+    ids = _zeros(shapes, b, length, dtype=torch.long)
     embeds = model.llm.get_input_embeddings()(ids)
-    pixels = _meta(b * shapes.images_per_sample, 3, size, size)
+    pixels = _zeros(shapes, b * shapes.images_per_sample, 3, size, size)
     visual = model.encode_images(pixels).reshape(b, tokens, -1).to(embeds.dtype)
     embeds = torch.cat([visual, embeds[:, tokens:]], dim=1)
     return model.llm(inputs_embeds=embeds, labels=ids).loss
 
 
 def lm_base_step(model: Any, shapes: StepShapes) -> torch.Tensor:
-    ids = _meta(shapes.batch_size, shapes.seq_len, dtype=torch.long)
+    ids = _zeros(shapes, shapes.batch_size, shapes.seq_len, dtype=torch.long)
     return model.llm(input_ids=ids, labels=ids).loss
 
 
@@ -76,12 +77,12 @@ def diffusion_step(model: Any, shapes: StepShapes) -> torch.Tensor:
     """CXRDiffusion.diffusion_loss with meta text ids (the real step tokenises strings on the CPU)."""
     b, size = shapes.batch_size, shapes.image_size or model.hparams.image_size
     text_len = model.text_encoder.config.max_position_embeddings
-    ids = _meta(b, text_len, dtype=torch.long)
+    ids = _zeros(shapes, b, text_len, dtype=torch.long)
     with torch.no_grad():
         text_states = model.text_encoder(ids)[0]
-    latents = model.encode_images(_meta(b, model.vae.config.in_channels, size, size))
+    latents = model.encode_images(_zeros(shapes, b, model.vae.config.in_channels, size, size))
     noise = torch.randn_like(latents)
-    timesteps = torch.zeros(b, dtype=torch.long, device="meta")
+    timesteps = _zeros(shapes, b, dtype=torch.long)
     noisy = model.noise_schedule.add_noise(latents, noise, timesteps)
     prediction = model.predict_noise(noisy, timesteps, text_states, torch.ones_like(ids))
     return F.mse_loss(prediction, noise)
@@ -90,16 +91,16 @@ def diffusion_step(model: Any, shapes: StepShapes) -> torch.Tensor:
 def sd_base_step(model: Any, shapes: StepShapes) -> torch.Tensor:
     """SDBasePretraining's first (VAE) phase; its UNet phase tokenises an empty prompt on the CPU."""
     size = shapes.image_size or model.hparams.image_size
-    return model.vae_loss(_meta(shapes.batch_size, model.vae.config.in_channels, size, size))
+    return model.vae_loss(_zeros(shapes, shapes.batch_size, model.vae.config.in_channels, size, size))
 
 
 def classifier_step(model: Any, shapes: StepShapes) -> torch.Tensor:
     b, size = shapes.batch_size, shapes.image_size or model.image_size
     batch = {
-        "pixel_values": _meta(b, 3, size, size),
-        "view": _meta(b, dtype=torch.long),
-        "labels": _meta(b, 14),
-        "label_mask": _meta(b, 14),
+        "pixel_values": _zeros(shapes, b, 3, size, size),
+        "view": _zeros(shapes, b, dtype=torch.long),
+        "labels": _zeros(shapes, b, 14),
+        "label_mask": _zeros(shapes, b, 14),
     }
     return model.compute_loss(batch)[0]
 
