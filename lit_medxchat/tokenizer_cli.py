@@ -1,5 +1,7 @@
 """`lit-medxchat tokenizer --data-dir SHARDS --out DIR`: train the chat tokenizer on the training shards' text.
 
+`SHARDS` is a folder or any location a DataModule's `data_dir` accepts (URLs are streamed once, front to back).
+
 Tiny and demo LLMs have no pretrained vocabulary, so their tokenizer is trained locally on exactly
 the text they will model: the view-augmented reports and every dialogue turn of the train split.
 """
@@ -25,7 +27,9 @@ def corpus_from_shards(data_dir: str | Path, split: str = "train") -> Iterator[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lit-medxchat tokenizer", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True, help="shard folder written by `data prepare`")
+    parser.add_argument("--data-dir", required=True,
+                        help="shards written by `data prepare`: a folder, or a URL location (http(s)://, s3://, gs://, "
+                             "'pipe:CMD {shard}')")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tokenizer (save_pretrained format)")
     parser.add_argument("--vocab-size", type=int, default=2000, help="BPE vocabulary size (default 2000)")
     parser.add_argument("--split", default="train", help="split whose text trains the tokenizer (default train)")
