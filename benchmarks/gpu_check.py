@@ -129,6 +129,50 @@ def run(module: LightningModule, batches: list, strategy: Any, precision: str, c
                                                                                  or 0), **tap.metrics}
 
 
+# The strategy of the LLM run as `lit-medxchat plan` reads it (the same shipped ZeRO-2 JSON).
+ZERO2_PLAN = {"class_path": "lightning.pytorch.strategies.DeepSpeedStrategy", "init_args": {"config": "zero2"}}
+
+
+def plan_prediction(make_module: Any, batch: dict[str, torch.Tensor], strategy: Any, precision: str,
+                    mfu: float, peak_tflops: float | None) -> dict[str, float]:
+    """`lit-medxchat plan`'s figures for the same module, batch, strategy and precision (no reserve term).
+
+    The module is rebuilt on the meta device and its `training_step` probed there: model-state bytes,
+    saved activations and FLOPs, so the measured peak memory, FLOPs and step time can be divided by them.
+    """
+    from lit_medxchat.plan.memory import LOW_PRECISIONS, model_state_bytes, strategy_plan
+    from lit_medxchat.plan.params import count_parameters
+    from lit_medxchat.plan.probe import MetaAutocast, probe_step
+
+    with torch.device("meta"):
+        module = make_module()
+    counts = count_parameters(module)
+    states = model_state_bytes(counts, strategy_plan(strategy, 1), precision, 1, 1).model_states
+    # An all-ones attention mask is the same as none; masks are value-checked (`.item()`), impossible on meta.
+    meta_batch = {k: None if k == "attention_mask" else torch.empty_like(v, device="meta") for k, v in batch.items()}
+
+    def step() -> torch.Tensor:
+        if precision in LOW_PRECISIONS:
+            with MetaAutocast(torch.bfloat16):
+                return module.training_step(meta_batch, 0)
+        return module.training_step(meta_batch, 0)
+
+    probe = probe_step(module, step)
+    prediction = {"peak_memory_gb": (states + probe.activation_bytes) / 2**30, "flops_per_batch": float(probe.flops)}
+    if peak_tflops:
+        prediction["seconds_per_step"] = probe.flops / (peak_tflops * 1e12 * mfu)
+    return prediction
+
+
+def with_ratios(report: dict[str, Any], prediction: dict[str, float]) -> None:
+    """Put the plan's prediction and measured/predicted ratios beside the measured figures."""
+    report["plan"] = prediction
+    pairs = {"max_memory_gb": "peak_memory_gb", "flops_per_batch": "flops_per_batch",
+             "seconds_per_step": "seconds_per_step"}
+    report["measured_over_plan"] = {k: report[k] / prediction[v] for k, v in pairs.items()
+                                    if report.get(k) and prediction.get(v)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: checks the script, measures nothing")
@@ -139,6 +183,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="runs/gpu_check", help="folder for the CSV logs of the two runs")
+    parser.add_argument("--mfu", type=float, default=0.35, help="MFU the plan's step-time prediction assumes")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="peak bf16 TFLOP/s of the GPU for the plan's step-time prediction (e.g. 989 for H100)")
     args = parser.parse_args()
     torch.manual_seed(0)
     cuda = torch.cuda.is_available() and not args.tiny
@@ -185,6 +232,8 @@ def main() -> None:
     if cuda:
         report["llm_lora"]["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         torch.cuda.reset_peak_memory_stats()
+    with_ratios(report["llm_lora"], plan_prediction(lambda: LoRAStep(llm, lora_rank=16), token_batch(),
+                                                    ZERO2_PLAN, "bf16-mixed", args.mfu, args.peak_tflops))
     sd = run(ControlNetStep(unet, vae, text_dim), random_batches(image_batch, steps), "auto", "bf16-mixed", False,
              cpu_peak, warmup, args.out)
     report["sd_controlnet"] = {"resolution": size, "batch": sd_batch,
@@ -193,6 +242,8 @@ def main() -> None:
                                "seconds_per_step": sd["seconds_per_step"]}
     if cuda:
         report["sd_controlnet"]["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    with_ratios(report["sd_controlnet"], plan_prediction(lambda: ControlNetStep(unet, vae, text_dim), image_batch(),
+                                                         "auto", "bf16-mixed", args.mfu, args.peak_tflops))
     print(json.dumps(report, indent=1))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -70,7 +70,7 @@ def _quiet():
         for logger in loggers:
             logger.setLevel(logging.ERROR)
         try:
-            with contextlib.redirect_stderr(io.StringIO()) as captured:
+            with contextlib.redirect_stderr(io.StringIO()) as captured, contextlib.redirect_stdout(captured):
                 yield captured
         finally:
             for logger, level in zip(loggers, levels, strict=True):
