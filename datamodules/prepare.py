@@ -464,13 +464,23 @@ def print_summary(result: PrepareResult, stream: TextIO) -> None:
 
 
 def prepare_mimic_cxr(
-    root: str | Path, out: str | Path, reports: str | Path | None = None, options: PrepareOptions | None = None
+    root: str | Path,
+    out: str | Path,
+    reports: str | Path | None = None,
+    options: PrepareOptions | None = None,
+    views: ViewClassifierOptions | None = None,
 ) -> PrepareResult:
-    """`lit-medxchat data prepare mimic-cxr`: a MIMIC-CXR-JPG tree (and its reports) to shards."""
+    """`lit-medxchat data prepare mimic-cxr`: a MIMIC-CXR-JPG tree (and its reports) to shards.
+
+    With `views`, images whose metadata lacks `ViewPosition` get the view classifier's view.
+    """
     from datamodules.sources.mimic_cxr import load_mimic_cxr
 
     options = options or PrepareOptions()
-    return run_prepare(load_mimic_cxr(root, reports, options.progress), out, options)
+    scan = load_mimic_cxr(root, reports, options.progress)
+    if views is not None:
+        _classify_views(scan, views, options, compare=False, source_name="metadata")
+    return run_prepare(scan, out, options)
 
 
 def prepare_iu_xray(
@@ -479,16 +489,52 @@ def prepare_iu_xray(
     out: str | Path,
     views_csv: str | Path | None = None,
     options: PrepareOptions | None = None,
+    views: ViewClassifierOptions | None = None,
 ) -> PrepareResult:
-    """`lit-medxchat data prepare iu-xray`: Open-i XML reports and PNG images to shards."""
+    """`lit-medxchat data prepare iu-xray`: Open-i XML reports and PNG images to shards.
+
+    With `views`, images the views CSV does not list (all of them without a CSV) get the view
+    classifier's view; with a CSV too, the CSV wins and the two are compared.
+    """
     from datamodules.sources.iu_xray import load_iu_xray
 
     options = options or PrepareOptions()
-    return run_prepare(load_iu_xray(reports, images, views_csv, options.progress), out, options)
+    scan = load_iu_xray(reports, images, views_csv, options.progress)
+    if views is not None:
+        _classify_views(scan, views, options, compare=views_csv is not None, source_name="csv")
+    return run_prepare(scan, out, options)
+
+
+@dataclass(frozen=True)
+class ViewClassifierOptions:
+    """`--view-classifier` / `--view-threshold`: fill missing views with a trained view classifier.
+
+    Args:
+        model: a `ViewClassifier` checkpoint or exported folder.
+        threshold: below this top-class probability the view stays unknown (OTHER, generic sentence).
+        batch_size: images per forward pass.
+        device: torch device of the classifier.
+    """
+
+    model: str | Path
+    threshold: float = 0.8
+    batch_size: int = 32
+    device: str = "cpu"
+
+
+def _classify_views(
+    scan: SourceScan, views: ViewClassifierOptions, options: PrepareOptions, compare: bool, source_name: str
+) -> None:
+    from lit_medxchat.classify_views import ViewPredictor, describe, fill_views
+
+    predictor = ViewPredictor(views.model, views.threshold, options.image_size, views.batch_size, views.device)
+    summary = fill_views(scan, predictor, compare=compare, source_name=source_name, progress=options.progress)
+    print(describe(summary), file=sys.stdout)
 
 
 __all__ = [
     "PrepareOptions",
+    "ViewClassifierOptions",
     "PrepareResult",
     "build_sample",
     "plan_shards",

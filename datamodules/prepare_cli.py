@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from datamodules.prepare import PrepareOptions, prepare_iu_xray, prepare_mimic_cxr
+from datamodules.prepare import PrepareOptions, ViewClassifierOptions, prepare_iu_xray, prepare_mimic_cxr
 
 
 def _default_workers() -> int:
@@ -26,6 +26,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-model", default="gpt-4o", help="model name sent to --llm-endpoint (gpt-4o)")
     parser.add_argument("--llm-timeout", type=float, default=60.0, help="seconds per LLM request before falling back")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    parser.add_argument(
+        "--view-classifier",
+        default=None,
+        help="view-classifier checkpoint or exported folder: predicts the views the source lacks (optional)",
+    )
+    parser.add_argument(
+        "--view-threshold", type=float, default=0.8, help="below this probability a predicted view stays unknown (0.8)"
+    )
+    parser.add_argument("--view-device", default="cpu", help="torch device of the view classifier (cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             llm_timeout_s=args.llm_timeout,
             progress=not args.no_progress,
         )
+        views = None
+        if args.view_classifier is not None:
+            views = ViewClassifierOptions(args.view_classifier, args.view_threshold, device=args.view_device)
         if args.source == "mimic-cxr":
-            prepare_mimic_cxr(args.root, args.out, reports=args.reports, options=options)
+            prepare_mimic_cxr(args.root, args.out, reports=args.reports, options=options, views=views)
         else:
-            prepare_iu_xray(args.reports, args.images, args.out, views_csv=args.views_csv, options=options)
+            prepare_iu_xray(args.reports, args.images, args.out, views_csv=args.views_csv, options=options, views=views)
     except (FileNotFoundError, ValueError) as error:
         print(f"lit-medxchat data prepare {args.source}: {error}", file=sys.stderr)
         return 2

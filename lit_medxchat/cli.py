@@ -20,6 +20,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("predict",): ("lit_medxchat.train_cli:main", "predict with a model from a config (LightningCLI)"),
     ("chat",): ("lit_medxchat.chat:main", "chat with a trained run: reports, VQA, text-to-CXR"),
     ("export",): ("lit_medxchat.export:main", "export checkpoints to peft / transformers / diffusers formats"),
+    ("classify-views",): ("lit_medxchat.classify_views:main", "predict the view of every image in a folder"),
     ("demo",): ("lit_medxchat.demo.run:main", "the whole MedXChat loop on the built-in dataset"),
     ("plan",): ("lit_medxchat.plan.cli:main", "build a config's model on meta and say what a run needs per GPU"),
 }
