@@ -43,8 +43,10 @@ def view_accuracy(outputs: dict[str, np.ndarray], train_views: list[int]) -> dic
     """Accuracy on the split vs always answering the training split's most frequent view."""
     predicted = outputs["probs"].argmax(-1)
     majority = Counter(train_views).most_common(1)[0][0]
+    lateral = VIEW_CLASSES.index("LATERAL")
     return {
         "accuracy": float((predicted == outputs["view"]).mean()),
+        "frontal_lateral_accuracy": float(((predicted == lateral) == (outputs["view"] == lateral)).mean()),
         "majority_accuracy": float((outputs["view"] == majority).mean()),
         "majority_class": VIEW_CLASSES[majority],
         "num_images": int(len(predicted)),
@@ -92,7 +94,7 @@ def evaluate_classifiers(demo: Any) -> dict[str, Any]:
     return results
 
 
-def _detection_rates(items: list[dict]) -> dict[str, float]:
+def detection_rates(items: list[dict]) -> dict[str, float]:
     """How often the judge finds the prompted finding, vs how often it fires on no-finding prompts.
 
     For every (image, finding) pair whose prompt states the finding, the judge "detects" it when its
@@ -118,7 +120,7 @@ def _detection_rates(items: list[dict]) -> dict[str, float]:
     return {"detection_rate": float(np.mean(rates)), "no_finding_rate": float(np.mean(baselines)), "pairs": len(rates)}
 
 
-def _view_group_agreement(items: list[dict]) -> float:
+def view_group_agreement(items: list[dict]) -> float:
     """Frontal (PA/AP) vs lateral agreement between the requested and the judged view."""
     probs = torch.cat([it["view_probs"] for it in items]).numpy()
     requested = torch.cat([it["view"] for it in items]).numpy()
@@ -168,8 +170,8 @@ def evaluate_diffusion(demo: Any) -> dict[str, Any]:
         results[name] = {
             "scores": {k: (None if v is None else float(v)) for k, v in scores.items()},
             "fid_key": fid_key,
-            "view_agreement": _view_group_agreement(items),
-            **_detection_rates(items),
+            "view_agreement": view_group_agreement(items),
+            **detection_rates(items),
         }
     results["contact_sheet"] = str(_contact_sheet(demo, trained, untrained))
     return results
@@ -275,7 +277,7 @@ def _train_dialogue_answers(data_dir: Path) -> tuple[Counter, dict[tuple, Counte
     return reports, answers
 
 
-def _majority_vqa(items: list[dict], answers: dict[tuple, Counter]) -> dict[str, float]:
+def majority_vqa(items: list[dict], answers: dict[tuple, Counter]) -> dict[str, float]:
     from callbacks.scoring.vqa import vqa_accuracy
 
     overall = Counter()
@@ -316,7 +318,7 @@ def evaluate_chat(demo: Any) -> dict[str, Any]:
     results["vqa"] = {
         "image": _floats(vqa_image.last_scores),
         "blank_images": _floats(vqa_blank.last_scores),
-        "majority_answer": _floats(_majority_vqa(vqa_image.last_items, answers)),
+        "majority_answer": _floats(majority_vqa(vqa_image.last_items, answers)),
     }
     return results
 

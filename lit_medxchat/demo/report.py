@@ -15,14 +15,19 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Evidence:
-    """One row: `value` must beat `baseline` (higher is better unless `lower_is_better`)."""
+    """One row: `value` against `baseline`, computed on the same items (higher is better unless `lower_is_better`).
+
+    `beats_baseline` is the plain comparison; `meets_goal` also asks for the row's `margin` over the
+    baseline and its absolute `threshold` (when set), the figures the product promises.
+    """
 
     model: str
     metric: str
     value: float
     baseline: float
     baseline_name: str
-    goal: str = ""
+    margin: float = 0.0
+    threshold: float | None = None
     lower_is_better: bool = False
 
     @property
@@ -30,6 +35,52 @@ class Evidence:
         if math.isnan(self.value) or math.isnan(self.baseline):
             return False
         return self.value < self.baseline if self.lower_is_better else self.value > self.baseline
+
+    @property
+    def meets_goal(self) -> bool:
+        if not self.beats_baseline:
+            return False
+        if self.lower_is_better:
+            by_margin = self.value <= self.baseline - self.margin
+            return by_margin and (self.threshold is None or self.value <= self.threshold)
+        by_margin = self.value >= self.baseline + self.margin
+        return by_margin and (self.threshold is None or self.value >= self.threshold)
+
+    @property
+    def goal(self) -> str:
+        better = "<" if self.lower_is_better else ">"
+        parts = [f"{better} baseline" + (f" {'-' if self.lower_is_better else '+'} {self.margin:g}" if self.margin else "")]
+        if self.threshold is not None:
+            parts.append(f"{'<=' if self.lower_is_better else '>='} {self.threshold:g}")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        """The row for `evidence.json` (NaN written as null)."""
+        def number(value: float) -> float | None:
+            return None if math.isnan(value) else float(value)
+
+        return {
+            "model": self.model,
+            "metric": self.metric,
+            "ours": number(self.value),
+            "baseline": number(self.baseline),
+            "baseline_kind": self.baseline_name,
+            "goal": self.goal,
+            "margin": self.margin,
+            "threshold": self.threshold,
+            "lower_is_better": self.lower_is_better,
+            "beats": self.beats_baseline,
+            "meets_goal": self.meets_goal,
+        }
+
+
+def write_evidence_json(rows: list[Evidence], path: Path, extra: dict[str, object] | None = None) -> Path:
+    """Every row of the evidence table as JSON, so the figures can be read by a program."""
+    import json
+
+    payload = {**(extra or {}), "rows": [row.as_dict() for row in rows]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
 
 
 @dataclass(frozen=True)
@@ -47,23 +98,25 @@ def _fmt(value: float) -> str:
 
 def evidence_markdown(rows: list[Evidence]) -> str:
     lines = [
-        "| model | metric | ours | baseline | baseline is | goal | beats baseline |",
-        "|---|---|---:|---:|---|---|---|",
+        "| model | metric | ours | baseline | baseline is | goal | beats baseline | meets goal |",
+        "|---|---|---:|---:|---|---|---|---|",
     ]
     for row in rows:
         verdict = "yes" if row.beats_baseline else "**no**"
+        goal = "yes" if row.meets_goal else "**no**"
         lines.append(
             f"| {row.model} | {row.metric} | {_fmt(row.value)} | {_fmt(row.baseline)} | {row.baseline_name} | "
-            f"{row.goal} | {verdict} |"
+            f"{row.goal} | {verdict} | {goal} |"
         )
     return "\n".join(lines)
 
 
 def evidence_text(rows: list[Evidence]) -> str:
     """A plain-text table for the terminal."""
-    header = ("model", "metric", "ours", "baseline", "baseline is", "beats")
+    header = ("model", "metric", "ours", "baseline", "baseline is", "goal", "beats", "goal met")
     body = [
-        (r.model, r.metric, _fmt(r.value), _fmt(r.baseline), r.baseline_name, "yes" if r.beats_baseline else "NO")
+        (r.model, r.metric, _fmt(r.value), _fmt(r.baseline), r.baseline_name, r.goal,
+         "yes" if r.beats_baseline else "NO", "yes" if r.meets_goal else "NO")
         for r in rows
     ]
     widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
@@ -112,10 +165,11 @@ def write_report(
         return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
     rows = "".join(
-        f"<tr class='{'ok' if r.beats_baseline else 'bad'}'>"
+        f"<tr class='{'ok' if r.meets_goal else 'bad'}'>"
         f"<td>{html.escape(r.model)}</td><td>{html.escape(r.metric)}</td>"
         f"<td>{_fmt(r.value)}</td><td>{_fmt(r.baseline)}</td><td>{html.escape(r.baseline_name)}</td>"
-        f"<td>{html.escape(r.goal)}</td><td>{'yes' if r.beats_baseline else 'no'}</td></tr>"
+        f"<td>{html.escape(r.goal)}</td><td>{'yes' if r.beats_baseline else 'no'}</td>"
+        f"<td>{'yes' if r.meets_goal else 'no'}</td></tr>"
         for r in evidence
     )
     figs = "".join(
@@ -139,7 +193,7 @@ tr.bad td:last-child{{color:#b00;font-weight:bold}}
 img{{max-width:100%}} img.cxr{{width:256px}} .ref{{color:#555}}</style></head><body>
 <h1>{html.escape(title)}</h1>{"".join(f"<p>{html.escape(s)}</p>" for s in summary)}
 <h2>Evidence (held-out test split)</h2><table><tr><th>model</th><th>metric</th><th>ours</th><th>baseline</th>
-<th>baseline is</th><th>goal</th><th>beats baseline</th></tr>{rows}</table>
+<th>baseline is</th><th>goal</th><th>beats baseline</th><th>meets goal</th></tr>{rows}</table>
 <h2>Figures</h2>{figs}<h2>Chat examples</h2>{chat}
 <h2>Stage timings</h2><table><tr><th>stage</th><th>seconds</th></tr>{timing_rows}</table></body></html>"""
     html_path = out_dir / "report.html"
