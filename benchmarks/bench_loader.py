@@ -12,7 +12,11 @@ and the ratios ours(0 workers) / each raw loop and 2 workers / 1 worker, all mea
 `--repeats` with the variants taking turns. Rates are given per wall-clock second and per CPU second
 (this process plus its loader workers): on a shared machine the CPU figure is the stable one.
 
-Usage: python benchmarks/bench_loader.py [--samples 1024] [--repeats 3]
+With `--url`, instead: the same DataModule reading the same shards from the local folder (random access) and
+streamed over loopback HTTP (`python -m http.server` in another process; webdataset's curl opener and tar
+iterators), same plan, same per-sample work, with 0 and 2 workers, and the ratios HTTP / local.
+
+Usage: python benchmarks/bench_loader.py [--samples 1024] [--repeats 3] [--url]
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import io
 import json
 import os
 import resource
+import socket
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -99,10 +106,52 @@ def raw_loop(root: Path, reduced: bool, pipeline: ImagePipeline | None = None) -
     return count
 
 
-def ours(root: Path, workers: int) -> int:
-    module = ClassifierDataModule(str(root), batch_size=32, num_workers=workers, image_size=224, augment=True)
+def ours(root: Path | str, workers: int, lanes: int | None = None) -> int:
+    module = ClassifierDataModule(str(root), batch_size=32, num_workers=workers, image_size=224, augment=True,
+                                  lanes=lanes)
     module.setup("fit")
     return sum(len(batch["keys"]) for batch in module.train_dataloader())
+
+
+def serve(root: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m http.server` on a free loopback port serving `root`, in its own process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def compare_url(root: Path, samples: int, repeats: int) -> None:
+    """Streaming over loopback HTTP vs the local folder: same DataModule, plan and per-sample work."""
+    server, url = serve(root)
+    try:
+        variants = {
+            "local folder, 0 workers": lambda: ours(root, 0, lanes=1),
+            "HTTP loopback, 0 workers": lambda: ours(url, 0, lanes=1),
+            "local folder, 2 workers": lambda: ours(root, 2, lanes=2),
+            "HTTP loopback, 2 workers": lambda: ours(url, 2, lanes=2),
+        }
+        rates, cpu_rates = best_rates(variants, repeats)
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"samples: {samples} grey JPEGs 512x419, batch 32, 224 px with augmentation, best of {repeats}")
+    print(f"{'':<28} {'samples/s':>10} {'samples/CPU-s':>14}")
+    for name, rate in rates.items():
+        print(f"{name:<28} {rate:10.1f} {cpu_rates[name]:14.1f}")
+    for workers in (0, 2):
+        http, local = f"HTTP loopback, {workers} workers", f"local folder, {workers} workers"
+        print(f"HTTP / local, {workers} workers: {rates[http] / rates[local]:5.2f}x wall, "
+              f"{cpu_rates[http] / cpu_rates[local]:5.2f}x CPU  (target >= 0.9x)")
+    print(f"load average during the run (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def _cpu_seconds() -> float:
@@ -128,11 +177,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--url", action="store_true", help="compare streaming over loopback HTTP with the folder")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_shards(root, args.samples)
+        if args.url:
+            compare_url(root, args.samples, args.repeats)
+            return
         size_kb = np.mean([p.stat().st_size for p in (root / "train").glob("*.tar")]) / 1024 / 128
         same_work = ImagePipeline(224, augment=Augment())
         variants = {

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import re
 import shlex
 import shutil
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -159,6 +161,62 @@ def open_at(url: str, offset: int) -> tuple[BinaryIO, int]:
     return stream, offset
 
 
+class ReadAhead:
+    """Reads a stream in a background thread, up to `ahead` chunks in advance, so transfer overlaps decoding.
+
+    Without it a loader in the main process (or a worker) waits for the network between samples. `read`
+    may return fewer bytes than asked (tar readers loop); errors of the transfer are raised by `read`.
+    """
+
+    def __init__(self, raw: Any, *, chunk: int = 1 << 18, ahead: int = 16) -> None:
+        self._queue: queue.Queue = queue.Queue(ahead)
+        self._buffer = b""
+        self._offset = 0
+        self._done = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, args=(raw, chunk), daemon=True)
+        self._thread.start()
+
+    def _pump(self, raw: Any, chunk: int) -> None:
+        read = getattr(raw, "read1", raw.read)  # what is there now: closing never waits for a whole chunk
+        try:
+            while not self._stop.is_set():
+                data = read(chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the reading thread, which decides
+            self._put(error)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        if self._offset >= len(self._buffer):
+            if self._done:
+                return b""
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return b""
+            self._buffer, self._offset = item, 0
+        end = len(self._buffer) if size < 0 else self._offset + size
+        data = self._buffer[self._offset : end]
+        self._offset += len(data)
+        return data
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def close_quietly(stream: Any) -> None:
     """Close a stream we stop reading early: the exit status of a command cut off mid-output means nothing."""
     try:
@@ -208,7 +266,8 @@ class RetryingStream:
         stream, discard = self.opener(self.url, self.position)
         # webdataset's Pipe raises as soon as its command has failed, even on a read that returned good bytes
         # (curl exits 18 right after delivering what arrived): read its stdout and check the exit at the end.
-        self._stream, self._raw = stream, stream.stream if isinstance(stream, Pipe) else stream
+        self._stream = stream
+        self._raw = ReadAhead(stream.stream if isinstance(stream, Pipe) else stream)
         while discard > 0:
             chunk = self._raw.read(min(discard, 1 << 20))
             if not chunk:
@@ -218,7 +277,8 @@ class RetryingStream:
 
     def _end_of_data(self) -> None:
         """At end of data: raise if the transfer was cut short, else mark the stream finished."""
-        stream, self._stream, self._raw = self._stream, None, None
+        stream, self._stream = self._stream, None
+        self._stop_raw()
         remaining = getattr(stream, "length", None)  # http.client: bytes still promised by Content-Length
         stream.close()  # webdataset's Pipe waits for the command here and raises on a bad exit status
         if remaining:
@@ -245,9 +305,10 @@ class RetryingStream:
             return data
 
     def _fail(self, error: BaseException) -> None:
+        self._stop_raw()
         if self._stream is not None:
             close_quietly(self._stream)
-            self._stream = self._raw = None
+            self._stream = None
         self._failures += 1
         url = self.url
         if self._failures > self.retries:
@@ -263,10 +324,16 @@ class RetryingStream:
                     f" on {self.url}" if self.url != url else "")
         time.sleep(delay)
 
+    def _stop_raw(self) -> None:
+        if self._raw is not None:
+            self._raw.stop()
+            self._raw = None
+
     def close(self) -> None:
+        self._stop_raw()
         if self._stream is not None:
             close_quietly(self._stream)
-            self._stream = self._raw = None
+            self._stream = None
 
     def __str__(self) -> str:
         return f"<RetryingStream {self.url} at byte {self.position}>"
