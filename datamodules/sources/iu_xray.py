@@ -12,7 +12,8 @@ has one report per patient, so the report id (`uId`, e.g. `CXR1`) stands for the
 validate (< 0.8) or test, the 7:1:2 proportions used by earlier IU X-ray work.
 Views: from `--views-csv` when given (columns `filename`/`image`/`image_id` and
 `projection`/`view`/`ViewPosition`; `Frontal` counts as PA: these outpatient studies are
-"PA and lateral"), else `OTHER` with an empty `view_position`. Labels: our rule labeler on the
+"PA and lateral"), else `OTHER` with an empty `view_position`, which `data prepare
+--view-classifier` then fills (`lit_medxchat.classify_views.fill_views`). Labels: our rule labeler on the
 impression (else findings), as CheXpert did for MIMIC-CXR.
 """
 

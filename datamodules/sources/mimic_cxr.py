@@ -7,7 +7,8 @@ extracted tree, or inside ROOT/files (the built-in dataset). Columns are selecte
 
 Every image on disk and every metadata row ends up either as a record or as a skipped item with
 a reason; conversions (view unknown -> OTHER, labels from the labeler, split from the subject's
-other images) are counted per split.
+other images) are counted per split. Images whose `ViewPosition` is empty keep an empty
+`view_position`; `data prepare --view-classifier` predicts their view (`lit_medxchat.classify_views`).
 """
 
 from __future__ import annotations
