@@ -143,11 +143,13 @@ def model_state_bytes(
     plan.gpu["frozen weights"] = frozen_bytes
     plan.gpu["trainable weights"] = trainable_bytes
     plan.gpu["gradients (16-bit)"] = 2 * trainable // (world if stage >= 2 else 1)
-    optimizer = 16 * trainable // (world if stage >= 1 else 1)
+    shards = world if stage >= 1 else 1
+    optimizer, fp32_grads = 12 * trainable // shards, 4 * trainable // shards
     if strategy.offload_optimizer:
-        plan.cpu_per_node["optimizer: fp32 master, grads, m, v (offloaded)"] = optimizer * devices
-        optimizer = 0
-    plan.gpu["optimizer: fp32 master, grads, m, v"] = optimizer
+        plan.cpu_per_node["optimizer: fp32 master, m, v, grads (offloaded)"] = (optimizer + fp32_grads) * devices
+        optimizer = fp32_grads = 0
+    plan.gpu["optimizer: fp32 master + AdamW m, v"] = optimizer
+    plan.gpu["fp32 gradient partition (at the step)"] = fp32_grads
     if stage >= 3:
         plan.gpu["largest layer gathered (ZeRO-3)"] = 4 * counts.largest_layer
     if stage in (1, 2):
@@ -179,7 +181,7 @@ def _deepspeed_estimate(
     else:
         cpu, gpu = estimate_zero2_model_states_mem_needs(trainable, devices, num_nodes, strategy.offload_optimizer)
         ours = plan.gpu["trainable weights"]
-    ours += plan.gpu["optimizer: fp32 master, grads, m, v"]
+    ours += plan.gpu["optimizer: fp32 master + AdamW m, v"] + plan.gpu["fp32 gradient partition (at the step)"]
     if strategy.stage == 2 or strategy.stage >= 3:
         ours += 0 if strategy.stage >= 3 else plan.gpu["gradients (16-bit)"]
     return {"gpu": int(gpu), "cpu_per_node": int(cpu)}, int(ours)
