@@ -64,7 +64,9 @@ class LMBasePretraining(L.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.llm.parameters(), lr=self.hparams.learning_rate, weight_decay=0.0)
         warmup = self.hparams.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def export_llm_folder(self, out_dir: str | Path) -> Path:
