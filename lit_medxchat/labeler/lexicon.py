@@ -135,7 +135,7 @@ NON_MENTIONS: tuple[str, ...] = (
     "lytic lesion", "lytic lesions", "osseous lesion", "osseous lesions", "sclerotic lesion",
     "sclerotic lesions", "blastic lesion", "bone lesion", "bone lesions", "skin lesion", "skin lesions",
     "mass effect", "body mass", "soft tissue edema", "subcutaneous edema", "chest wall edema",
-    "soft tissue mass", "breast mass", "bone density", "bone densities", "vertebral body collapse",
+    "breast mass", "bone density", "bone densities", "vertebral body collapse",
     "compression collapse", "nipple shadow", "nipple shadows", "massengale",
     "over the heart", "overlying the heart", "behind the heart", "through the heart", "projecting over the heart",
     "over the cardiac silhouette", "overlying the cardiac silhouette", "behind the cardiac silhouette",
@@ -232,7 +232,7 @@ STRONG_UNCERTAINTY: tuple[str, ...] = (
 )
 # Uncertainty before the mention.
 PRE_UNCERTAINTY: tuple[str, ...] = (
-    "possible", "possibly", "probable", "probably", "likely", "likely represents", "likely reflects",
+    "possible", "possibly", "probable", "probably",
     "may", "may represent", "may reflect", "may be", "might", "might represent", "could", "could be",
     "could represent", "could reflect", "questionable", "question of", "suspected",
     "suspect", "concern for", "suggests", "suggest", "suggestion of", "suspicion of", "suspicion for",
@@ -244,7 +244,7 @@ PRE_UNCERTAINTY: tuple[str, ...] = (
     "cannot be differentiated from",
 )
 # Hedges that also work after the mention when they end the clause ("atelectasis, likely.").
-CLAUSE_FINAL_UNCERTAINTY: tuple[str, ...] = ("likely", "probably", "possibly", "presumably", "suspected", "possible")
+CLAUSE_FINAL_UNCERTAINTY: tuple[str, ...] = ("probably", "possibly", "presumably", "suspected", "possible")
 # Hedges that link two findings: uncertain on their own ("opacity concerning for pneumonia"),
 # negated when the finding they hang on is negated ("no consolidation to suggest pneumonia").
 LINKING_UNCERTAINTY: tuple[str, ...] = (
@@ -284,6 +284,10 @@ PRESENCE: tuple[str, ...] = (
     "has developed", "has increased", "however", "but", "although", "though",
     "aside from", "apart from", "except", "except for", "with the exception of", "otherwise", "whereas", "while",
     "though there is",
+    # "likely X" is X (CheXpert: no uncertainty pattern for a plain "likely"); it also ends a
+    # negation's scope ("no consolidation, likely atelectasis"). "X is likely" stays uncertain.
+    "likely", "likely represents", "likely reflects", "likely representing", "most likely",
+    "most likely representing", "likely due to",
 )
 
 # Phrases that make a report not "No Finding" although they are none of the 13 findings:

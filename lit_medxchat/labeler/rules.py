@@ -355,6 +355,8 @@ def _sentence_mentions(sentence: str, index: int, vocab: _Vocabulary) -> list[Me
                 and previous[2]
                 and previous[1] == clause
                 and _COORDINATION.match(sentence[previous[0] : start]) is not None
+                # no trigger in the gap: "no effusion, likely atelectasis" is no list
+                and bisect.bisect_left(starts, previous[0]) == bisect.bisect_left(starts, start)
             )
             if chained:
                 # One negation covers a whole list: "no effusion, focal consolidation, or pneumothorax".

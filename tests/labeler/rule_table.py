@@ -216,7 +216,8 @@ TABLE: tuple[tuple[str, str, str], ...] = (
     # --- uncertainty before
     ("unc-pre", "Possible small left effusion.", "EFF=u"),
     ("unc-pre", "There may be a small right pneumothorax.", "PTX=u"),
-    ("unc-pre", "Likely atelectasis at the left base.", "ATL=u"),
+    ("unc-pre", "Probable atelectasis at the left base.", "ATL=u"),
+    ("mention", "Likely atelectasis at the left base.", "ATL=1"),
     ("unc-pre", "Probable right lower lobe pneumonia.", "PNA=u"),
     ("unc-pre", "Questionable tiny left apical pneumothorax.", "PTX=u"),
     ("unc-pre", "Opacity at the right base may represent atelectasis.", "OPA=1 ATL=u"),
@@ -227,10 +228,11 @@ TABLE: tuple[tuple[str, str, str], ...] = (
     ("unc-pre", "Differential diagnosis includes pneumonia.", "PNA=u"),
     ("unc-pre", "Could be early pneumonia.", "PNA=u"),
     ("unc-pre", "Clinical correlation for pneumonia is recommended.", "PNA=u"),
-    ("unc-pre", "Bibasilar opacities likely atelectasis.", "OPA=1 ATL=u"),
+    ("unc-pre", "Bibasilar opacities likely atelectasis.", "OPA=1 ATL=1"),
+    ("scope-end", "No pneumothorax, likely right basilar atelectasis.", "PTX=0 ATL=1"),
     # --- uncertainty after
     ("unc-post", "A tiny right apical pneumothorax is questioned.", "PTX=u"),
-    ("unc-post", "Left basilar atelectasis, likely.", "ATL=u"),
+    ("unc-post", "Left basilar atelectasis, probably.", "ATL=u"),
     ("unc-post", "Right basilar atelectasis is likely.", "ATL=u"),
     ("unc-post", "A small effusion may be present.", "EFF=u"),
     ("unc-post", "Superimposed infection is possible.", "PNA=u"),
