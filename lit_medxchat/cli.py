@@ -19,6 +19,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("test",): ("lit_medxchat.train_cli:main", "test a model from a config (LightningCLI)"),
     ("predict",): ("lit_medxchat.train_cli:main", "predict with a model from a config (LightningCLI)"),
     ("chat",): ("lit_medxchat.chat:main", "chat with a trained run: reports, VQA, text-to-CXR"),
+    ("serve",): ("lit_medxchat.serve.cli:main", "a web chat for a trained run (gradio; the serve extra)"),
     ("export",): ("lit_medxchat.export:main", "export checkpoints to peft / transformers / diffusers formats"),
     ("classify-views",): ("lit_medxchat.classify_views:main", "predict the view of every image in a folder"),
     ("demo",): ("lit_medxchat.demo.run:main", "the whole MedXChat loop on the built-in dataset"),
