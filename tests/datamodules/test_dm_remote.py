@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import time
 
 import pytest
@@ -232,3 +233,32 @@ def test_a_missing_manifest_names_the_url(tmp_path):
     (tmp_path / "train").mkdir()
     with ShardServer(tmp_path) as server, pytest.raises(FileNotFoundError, match="train/manifest.json"):
         _module(server.url, retries=0)
+
+
+def test_a_dead_mirror_of_a_brace_list_is_passed_over(shard_dir):
+    reference = _epochs(_module(shard_dir, lanes=2), epochs=(0,))
+    with ShardServer(shard_dir) as server:
+        with socket.socket() as sock:  # bound, then closed: its port refuses connections
+            sock.bind(("127.0.0.1", 0))
+            dead_port = sock.getsockname()[1]
+        mirrors = f"http://127.0.0.1:{{{dead_port},{server.port}}}"
+        streamed = _epochs(_module(mirrors, lanes=2), epochs=(0,))
+        served = {name for name, _ in server.requests if name.endswith(".tar")}
+    _assert_same(streamed, reference)
+    assert served == {f"shard-{i:06d}.tar" for i in range(4)}, "the live mirror served every shard"
+
+
+def test_shards_written_by_prepare_are_plain_webdataset(tmp_path):
+    import webdataset as wds
+
+    from datamodules.shards import ShardWriter
+
+    writer = ShardWriter(tmp_path, 0)
+    members = {f"k{i}": {"jpg": bytes([i]) * 700, "txt": f"report {i}".encode(), "conv.json": b"{}"} for i in range(3)}
+    for key, sample in members.items():
+        writer.write(key, sample)
+    info = writer.close()
+    with ShardServer(tmp_path) as server:
+        theirs = list(wds.WebDataset(f"{server.url}/{info.name}", shardshuffle=False, empty_check=False))
+    assert [sample["__key__"] for sample in theirs] == list(members)
+    assert [{ext: sample[ext] for ext in ("jpg", "txt", "conv.json")} for sample in theirs] == list(members.values())
