@@ -477,9 +477,10 @@ def prepare_mimic_cxr(
     from datamodules.sources.mimic_cxr import load_mimic_cxr
 
     options = options or PrepareOptions()
+    predictor = _view_predictor(views, options)  # a bad model path fails before the scan
     scan = load_mimic_cxr(root, reports, options.progress)
-    if views is not None:
-        _classify_views(scan, views, options, compare=False, source_name="metadata")
+    if predictor is not None:
+        _classify_views(scan, predictor, options, compare=False, source_name="metadata")
     return run_prepare(scan, out, options)
 
 
@@ -499,9 +500,10 @@ def prepare_iu_xray(
     from datamodules.sources.iu_xray import load_iu_xray
 
     options = options or PrepareOptions()
+    predictor = _view_predictor(views, options)  # a bad model path fails before the scan
     scan = load_iu_xray(reports, images, views_csv, options.progress)
-    if views is not None:
-        _classify_views(scan, views, options, compare=views_csv is not None, source_name="csv")
+    if predictor is not None:
+        _classify_views(scan, predictor, options, compare=views_csv is not None, source_name="csv")
     return run_prepare(scan, out, options)
 
 
@@ -522,12 +524,18 @@ class ViewClassifierOptions:
     device: str = "cpu"
 
 
-def _classify_views(
-    scan: SourceScan, views: ViewClassifierOptions, options: PrepareOptions, compare: bool, source_name: str
-) -> None:
-    from lit_medxchat.classify_views import ViewPredictor, describe, fill_views
+def _view_predictor(views: ViewClassifierOptions | None, options: PrepareOptions) -> Any:
+    """The loaded view classifier (`lit_medxchat.classify_views.ViewPredictor`), or None without one."""
+    if views is None:
+        return None
+    from lit_medxchat.classify_views import ViewPredictor
 
-    predictor = ViewPredictor(views.model, views.threshold, options.image_size, views.batch_size, views.device)
+    return ViewPredictor(views.model, views.threshold, options.image_size, views.batch_size, views.device)
+
+
+def _classify_views(scan: SourceScan, predictor: Any, options: PrepareOptions, compare: bool, source_name: str) -> None:
+    from lit_medxchat.classify_views import describe, fill_views
+
     summary = fill_views(scan, predictor, compare=compare, source_name=source_name, progress=options.progress)
     print(describe(summary), file=sys.stdout)
 

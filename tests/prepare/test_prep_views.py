@@ -146,3 +146,14 @@ def test_mimic_images_without_view_position_are_classified(tmp_path, model):
     summary = _manifests(out)[0]["source"]["view_classifier"]
     assert (summary["predicted"]["PA"], summary["predicted"]["LATERAL"]) == (1, 1)
     assert "compared_with_source" not in summary
+
+
+def test_a_missing_view_classifier_fails_before_any_work(tmp_path, capsys):
+    reports, images, _ = make_iu_tree(tmp_path / "src", num_reports=1)
+    out = tmp_path / "out"
+    argv = ["iu-xray", "--reports", str(reports), "--images", str(images), "--out", str(out), *COMMON]
+    assert main([*argv, "--view-classifier", str(tmp_path / "no-model")]) == 2
+    assert "no such checkpoint file or exported folder" in capsys.readouterr().err
+    assert main([*argv, "--view-classifier", str(tmp_path), "--view-threshold", "1.5"]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+    assert not out.exists()
