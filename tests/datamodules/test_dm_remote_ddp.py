@@ -50,7 +50,7 @@ def _fit(data: str, out: Path, *extra: str) -> int:
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(out), *command], env=env,
                                 start_new_session=True)
     try:
-        return launcher.wait(timeout=240)
+        return launcher.wait(timeout=480)  # ~20 s on idle cores; generous for a shared, loaded machine
     finally:
         try:
             os.killpg(launcher.pid, signal.SIGKILL)  # loader workers of a killed rank may linger
