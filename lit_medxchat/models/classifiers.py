@@ -28,6 +28,7 @@ from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, seeded_init
 
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
+LR_DECAYS = ("none", "cosine")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -103,6 +104,19 @@ def _linear_warmup(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
+def _warmup_cosine(warmup_steps: int, total_steps: int):
+    """Linear warm-up, then cosine decay to 0 at `total_steps`: short CPU runs end at a low learning rate,
+    which is worth several epochs of constant-rate training on small data."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 class _ImageClassifier(TrainableOnlyCheckpoint, L.LightningModule):
     """Shared preprocessing, optimiser and export of the two classifiers (every weight trains)."""
 
@@ -164,7 +178,12 @@ class _ImageClassifier(TrainableOnlyCheckpoint, L.LightningModule):
             lr=self.hparams.learning_rate,
             weight_decay=self.hparams.weight_decay,
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup(self.hparams.warmup_steps))
+        warmup = self.hparams.warmup_steps
+        if self.hparams.get("lr_decay", "none") == "cosine":
+            schedule = _warmup_cosine(warmup, int(self.trainer.estimated_stepping_batches))
+        else:
+            schedule = _linear_warmup(warmup)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -215,6 +234,7 @@ class ViewClassifier(_ImageClassifier):
             embeddings are interpolated when it differs from the backbone's.
         image_mean, image_std: normalisation the DataModule and `preprocess` apply (per RGB channel).
         learning_rate, weight_decay, warmup_steps: AdamW and a linear warm-up (steps).
+        lr_decay: after the warm-up, `none` (constant) or `cosine` (to 0 at the run's last step).
         init_seed: seed of the random init for config-built backbones (rebuilt identically at export).
     """
 
@@ -229,8 +249,11 @@ class ViewClassifier(_ImageClassifier):
         weight_decay: float = 0.05,
         warmup_steps: int = 0,
         init_seed: int = 0,
+        lr_decay: str = "none",
     ) -> None:
         super().__init__()
+        if lr_decay not in LR_DECAYS:
+            raise ValueError(f"`lr_decay`={lr_decay!r} must be one of {LR_DECAYS}")
         self.save_hyperparameters()
         self._init_common(image_size, image_mean, image_std)
         self.model = build_view_backbone(name_or_path, config, init_seed)
@@ -295,6 +318,8 @@ class FindingsClassifier(_ImageClassifier):
         name_or_path / config: a ResNet hub id or folder, or a `ResNetConfig` dict (tiny).
         image_size: input size in pixels (>= 32: the ResNet stem and stages downsample 32x).
         uncertain_policy: "zeros", "ones" or "ignore" (how -1 labels were mapped by the data).
+        positive_weight: weight of positive entries in the BCE (findings are rare: most labels of most
+            images are negative, and an unweighted loss learns "absent" first).
         Others as in `ViewClassifier`; the default normalisation is ImageNet's, as for hub ResNets.
     """
 
@@ -310,8 +335,14 @@ class FindingsClassifier(_ImageClassifier):
         weight_decay: float = 1e-4,
         warmup_steps: int = 0,
         init_seed: int = 0,
+        lr_decay: str = "none",
+        positive_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if lr_decay not in LR_DECAYS or positive_weight <= 0:
+            raise ValueError(
+                f"`lr_decay`={lr_decay!r} must be one of {LR_DECAYS} and `positive_weight`={positive_weight} > 0"
+            )
         if uncertain_policy not in UNCERTAIN_POLICIES:
             raise ValueError(f"`uncertain_policy`={uncertain_policy!r}: choose one of {UNCERTAIN_POLICIES}")
         if image_size < 32:
@@ -344,7 +375,8 @@ class FindingsClassifier(_ImageClassifier):
         target = batch["labels"].float()
         mask = batch.get("label_mask")
         mask = torch.ones_like(target) if mask is None else mask.float()
-        per_label = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        weight = 1.0 + (self.hparams.get("positive_weight", 1.0) - 1.0) * target
+        per_label = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight
         return (per_label * mask).sum() / mask.sum().clamp_min(1.0), logits
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:

@@ -81,6 +81,9 @@ class GenerationOptions:
         temperature: sampling temperature (only with `do_sample`).
         repetition_penalty: >1 discourages repeats (of generated tokens only: the prompt enters as embeddings).
         length_penalty: beam-search length exponent.
+        image_contrast: weight `a` of image-contrastive greedy decoding (`lit_medxchat.models.contrastive_decoding`):
+            tokens are scored by what the image adds over a blank image; 0 = the decoding above. Needs
+            `num_beams: 1`, no sampling, and applies to prompts with images only.
     """
 
     max_new_tokens: int = 256
@@ -89,6 +92,7 @@ class GenerationOptions:
     temperature: float = 1.0
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+    image_contrast: float = 0.0
 
 
 @dataclass
@@ -176,6 +180,12 @@ def build_llm(options: LLMOptions, tokenizer: PreTrainedTokenizerBase) -> PreTra
     llm.requires_grad_(False)
     llm.eval()
     return llm
+
+
+def embedding_rms(llm: nn.Module) -> float:
+    """Root mean square of the LLM's input token embeddings: the scale its layers expect inputs at."""
+    weight = llm.get_input_embeddings().weight.detach().float()
+    return float(weight.pow(2).mean().sqrt())
 
 
 def _check_heads(overrides: dict[str, Any]) -> None:
@@ -275,7 +285,12 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
             self.vision_tower = build_vision_tower(self.vision_options).to(frozen_dtype)
             base = build_llm(self.llm_options, self.tokenizer)
             llm_hidden = base.get_input_embeddings().embedding_dim
-            self.adapter = build_visual_adapter(self.adapter_options, self.vision_tower.hidden_size, llm_hidden)
+            vocab = base.get_input_embeddings().num_embeddings
+            self.adapter = build_visual_adapter(self.adapter_options, self.vision_tower.hidden_size, llm_hidden, vocab)
+            if self.adapter_options.kind == "vocabulary":
+                self.adapter.set_vocabulary(base.get_input_embeddings().weight)
+            elif self.adapter_options.match_embedding_scale:
+                self.adapter.set_output_rms(embedding_rms(base))
             self.llm = apply_lora(base, self.lora_options, medxchat_token_ids(self.tokenizer))
         # Trainable weights in float32 even when the frozen base is bf16/fp16 (peft copies the token rows
         # in the base's dtype); they are cast to the base's dtype inside the forward.
@@ -319,7 +334,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         tower_dtype = next(self.vision_tower.parameters()).dtype
         with torch.set_grad_enabled(self.vision_options.trainable and torch.is_grad_enabled()):
             features = self.vision_tower(pixel_values.to(tower_dtype))
-        return self.adapter(features.to(self.adapter.queries.dtype))
+        return self.adapter(features.to(self.adapter.output_proj.weight.dtype))
 
     def embed_inputs(
         self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, image_mask: torch.Tensor | None
@@ -346,7 +361,9 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         if expected == 0:
             # Keep the adapter in the graph (DDP requires every trainable parameter to get a gradient).
             dummy = self.adapter(
-                embeds.new_zeros(1, 1, self.vision_tower.hidden_size, dtype=self.adapter.queries.dtype)
+                embeds.new_zeros(
+                    1, self.num_image_tokens, self.vision_tower.hidden_size, dtype=self.adapter.output_proj.weight.dtype
+                )
             )
             return embeds + 0.0 * dummy.sum().to(embeds.dtype)
         visual = self.encode_images(images).reshape(-1, embeds.shape[-1]).to(embeds.dtype)
@@ -409,9 +426,33 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
                 "prompt_attention_mask ends in padding: prompts must be left-padded (tokenizer.padding_side='left')."
             )
         options = {**asdict(self.generation_options), **overrides}
+        contrast = float(options.pop("image_contrast", 0.0))
         if not options["do_sample"]:
             options.pop("temperature")
         embeds = self.embed_inputs(prompt_input_ids, pixel_values, image_mask)
+        if contrast > 0 and _real_images(pixel_values, image_mask) is not None:
+            if options["num_beams"] != 1 or options["do_sample"]:
+                raise ValueError("generation.image_contrast > 0 needs num_beams=1 and do_sample=false")
+            blank = self.embed_inputs(prompt_input_ids, torch.zeros_like(pixel_values), image_mask)
+            tokens = self._contrastive(embeds, blank, prompt_attention_mask, options["max_new_tokens"], contrast)
+        else:
+            tokens = self._generate(embeds, prompt_attention_mask, options)
+        from lit_medxchat.conversation import decode_answer
+
+        return [decode_answer(self.tokenizer, row) for row in tokens]
+
+    def _contrastive(self, embeds, blank, attention_mask, max_new_tokens: int, contrast: float) -> torch.Tensor:
+        from lit_medxchat.models.contrastive_decoding import contrastive_greedy
+
+        was_training = self.training
+        self.eval()
+        try:
+            return contrastive_greedy(self.llm, embeds, blank, attention_mask, max_new_tokens,
+                                      self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, contrast)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, embeds: torch.Tensor, prompt_attention_mask: torch.Tensor, options: dict) -> torch.Tensor:
         was_training = self.training
         self.eval()
         try:
@@ -424,16 +465,17 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
             )
         finally:
             self.train(was_training)
-        from lit_medxchat.conversation import decode_answer
-
-        return [decode_answer(self.tokenizer, row) for row in tokens]
+        return tokens
 
     # ---- optimisation -------------------------------------------------------------------------
 
     def configure_optimizers(self):
         opt = self.optim_options
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        adapter = [p for p in self.adapter.parameters() if p.requires_grad]
+        adapter_ids = {id(p) for p in adapter}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in adapter_ids]
+        groups = [{"params": rest, "lr": opt.lr}, {"params": adapter, "lr": opt.lr * self.adapter_options.lr_scale}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=opt.lr, weight_decay=opt.weight_decay)
         warmup = max(opt.warmup_steps, 0)
         schedulers = [
             {
@@ -487,7 +529,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         meta = {
             "adapter": asdict(self.adapter_options),
             "vision_hidden_size": self.vision_tower.hidden_size,
-            "llm_hidden_size": self.adapter.output_proj.out_features,
+            "llm_hidden_size": self.llm.get_input_embeddings().embedding_dim,
             "image_size": self.vision_tower.image_size,
             "image_mean": list(self.vision_tower.image_mean),
             "image_std": list(self.vision_tower.image_std),

@@ -13,6 +13,7 @@ Both are plain `nn.Module`s, free of Lightning, built from Hugging Face configs.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,18 +37,25 @@ class VisionOptions:
         config: overrides for a randomly initialised tower when `name_or_path` is None; `model_type`
             picks the architecture (default `clip_vision_model`), e.g. `{"image_size": 64, "patch_size": 16}`.
         trainable: train the tower too (the paper keeps it frozen).
+        pooled_token: append the backbone's pooled output (CLIP's pooled [CLS], a CNN's global average)
+            as one more feature token: the summary a classification head reads, handed to the adapter as is.
     """
 
     name_or_path: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     trainable: bool = False
+    pooled_token: bool = False
 
 
 @dataclass
 class AdapterOptions:
-    """The visual adapter (abstractor).
+    """The visual adapter.
 
     Attributes:
+        kind: `abstractor` (learned queries cross-attending to the tower's features, mPLUG-Owl's
+            visual abstractor: a fixed token count whatever the tower) or `mlp` (a 2-layer MLP applied to
+            every tower token, LLaVA-1.5's projector: one LLM token per tower token, so
+            `num_image_tokens` must equal the tower's token count).
         num_image_tokens: vectors per image handed to the LLM; each image occupies this many
             `<image>` tokens in the text (mPLUG-Owl uses 64).
         hidden_size: width of the adapter's queries and attention.
@@ -55,14 +63,22 @@ class AdapterOptions:
         num_heads: attention heads; must divide `hidden_size`.
         mlp_ratio: MLP width over `hidden_size`.
         dropout: dropout in attention and MLP.
+        match_embedding_scale: normalise every output vector and scale it (a learned gain, started at
+            the RMS of the LLM's token embeddings) so image tokens enter the LLM at the scale of words.
+            Without it a from-scratch adapter starts ~40x louder than the embeddings and tends to
+            collapse into an image-independent soft prompt (see docs/models-llm.md).
+        lr_scale: learning rate of the adapter relative to `optim.lr` (LoRA and token rows keep 1x).
     """
 
+    kind: str = "abstractor"
     num_image_tokens: int = 64
     hidden_size: int = 1024
     num_layers: int = 6
     num_heads: int = 16
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    match_embedding_scale: bool = True
+    lr_scale: float = 1.0
 
 
 class VisionTower(nn.Module):
@@ -80,9 +96,11 @@ class VisionTower(nn.Module):
         image_size: int,
         image_mean: tuple[float, ...] = CLIP_MEAN,
         image_std: tuple[float, ...] = CLIP_STD,
+        pooled_token: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.pooled_token = pooled_token
         self.hidden_size = hidden_size
         self.image_size = image_size
         self.image_mean = tuple(float(v) for v in image_mean)
@@ -96,6 +114,11 @@ class VisionTower(nn.Module):
         hidden = outputs.last_hidden_state
         if hidden.ndim == 4:  # CNN feature map (B, C, h, w) -> h*w tokens
             hidden = hidden.flatten(2).transpose(1, 2)
+        if self.pooled_token:
+            pooled = getattr(outputs, "pooler_output", None)
+            if pooled is None:
+                raise ValueError(f"vision.pooled_token: {type(self.backbone).__name__} returns no pooler_output")
+            hidden = torch.cat([hidden, pooled.flatten(1).unsqueeze(1).to(hidden.dtype)], dim=1)
         return hidden
 
 
@@ -134,6 +157,7 @@ class VisualAdapter(nn.Module):
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        match_embedding_scale: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size % num_heads:
@@ -153,17 +177,117 @@ class VisualAdapter(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.output_proj = nn.Linear(hidden_size, llm_hidden_size)
+        self.match_embedding_scale = match_embedding_scale
+        # Learned output gain (log scale, so it stays positive); `set_output_rms` starts it at the
+        # LLM's embedding RMS. Unused (and constant 1) without `match_embedding_scale`.
+        self.output_log_gain = nn.Parameter(torch.zeros(()), requires_grad=match_embedding_scale)
+
+    @torch.no_grad()
+    def set_output_rms(self, rms: float) -> None:
+        """Start the output gain at `rms` (the RMS of the LLM's token embeddings)."""
+        if rms <= 0:
+            raise ValueError(f"output RMS must be positive, got {rms}")
+        self.output_log_gain.fill_(math.log(rms))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         features = self.input_proj(features)
         queries = self.queries.expand(features.shape[0], -1, -1)
         for block in self.blocks:
             queries = block(queries, features)
-        return self.output_proj(self.norm(queries))
+        outputs = self.output_proj(self.norm(queries))
+        if self.match_embedding_scale:
+            rms = outputs.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
+            outputs = outputs * rms * self.output_log_gain.exp()
+        return outputs
 
 
-def build_visual_adapter(options: AdapterOptions, vision_hidden_size: int, llm_hidden_size: int) -> VisualAdapter:
-    """The adapter for a tower of width `vision_hidden_size` and an LLM of width `llm_hidden_size`."""
+class MLPProjector(nn.Module):
+    """Per-token 2-layer MLP: tower features (B, T, C_vis) -> (B, T, C_llm) (LLaVA-1.5's projector).
+
+    Every output token is a function of one tower token only, so the outputs cannot drift into an
+    image-independent prefix the way learned queries can; the price is one LLM token per tower token.
+    """
+
+    def __init__(
+        self, vision_hidden_size: int, llm_hidden_size: int, num_tokens: int, hidden_size: int,
+        dropout: float = 0.0, match_embedding_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_queries = num_tokens
+        self.norm = nn.LayerNorm(vision_hidden_size)
+        self.mlp = nn.Sequential(nn.Linear(vision_hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout))
+        self.output_proj = nn.Linear(hidden_size, llm_hidden_size)
+        self.match_embedding_scale = match_embedding_scale
+        self.output_log_gain = nn.Parameter(torch.zeros(()), requires_grad=match_embedding_scale)
+
+    set_output_rms = VisualAdapter.set_output_rms
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.shape[1] != self.num_queries:
+            raise ValueError(
+                f"adapter.kind='mlp' maps every tower token to one LLM token: the tower gives {features.shape[1]} "
+                f"tokens but adapter.num_image_tokens={self.num_queries}; set num_image_tokens to {features.shape[1]} "
+                "(and the DataModule's num_image_tokens with it)."
+            )
+        outputs = self.output_proj(self.mlp(self.norm(features)))
+        if self.match_embedding_scale:
+            rms = outputs.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
+            outputs = outputs * rms * self.output_log_gain.exp()
+        return outputs
+
+
+class VocabularyMixture(nn.Module):
+    """Per-token MLP onto the LLM's vocabulary: each image token is a softmax mixture of the frozen
+    LLM's own word embeddings (B, T, C_vis) -> (B, T, C_llm).
+
+    A pretrained LLM already knows what to do with the words "effusion" or "cardiomegaly" in its prompt
+    (it copies and answers about them); a token built from those embeddings needs no new input
+    distribution learned by the LLM, only the right mixture from the adapter. `set_vocabulary` hands it
+    the LLM's (frozen) embedding matrix; the mixture's temperature is learned.
+    """
+
+    def __init__(self, vision_hidden_size: int, num_tokens: int, hidden_size: int, vocab_size: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_queries = num_tokens
+        self.norm = nn.LayerNorm(vision_hidden_size)
+        self.mlp = nn.Sequential(nn.Linear(vision_hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout))
+        self.output_proj = nn.Linear(hidden_size, vocab_size)
+        self.vocabulary: torch.Tensor | None = None
+
+    def set_vocabulary(self, embeddings: torch.Tensor) -> None:
+        """The LLM's input embedding matrix (V, C_llm); kept by reference, never trained here."""
+        if embeddings.shape[0] != self.output_proj.out_features:
+            raise ValueError(f"vocabulary of {embeddings.shape[0]} rows for an adapter over {self.output_proj.out_features}")
+        object.__setattr__(self, "vocabulary", embeddings)  # not a submodule: not saved, not trained here
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.vocabulary is None:
+            raise RuntimeError("VocabularyMixture needs set_vocabulary(llm input embeddings) before use")
+        weights = self.output_proj(self.mlp(self.norm(features))).softmax(-1)
+        return weights @ self.vocabulary.detach().to(weights.dtype)
+
+
+ADAPTER_KINDS = ("abstractor", "mlp", "vocabulary")
+
+
+def build_visual_adapter(
+    options: AdapterOptions, vision_hidden_size: int, llm_hidden_size: int, vocab_size: int | None = None
+) -> VisualAdapter | MLPProjector | VocabularyMixture:
+    """The adapter for a tower of width `vision_hidden_size` and an LLM of width `llm_hidden_size`
+    (`vocab_size`: the LLM's vocabulary, for `kind="vocabulary"`)."""
+    if options.kind not in ADAPTER_KINDS:
+        raise ValueError(f"adapter.kind={options.kind!r} is not one of {ADAPTER_KINDS}")
+    if options.kind == "vocabulary":
+        if vocab_size is None:
+            raise ValueError("adapter.kind='vocabulary' needs the LLM's vocabulary size")
+        return VocabularyMixture(vision_hidden_size, options.num_image_tokens, options.hidden_size, vocab_size,
+                                 options.dropout)
+    if options.kind == "mlp":
+        return MLPProjector(
+            vision_hidden_size, llm_hidden_size, options.num_image_tokens, options.hidden_size,
+            options.dropout, options.match_embedding_scale,
+        )
     return VisualAdapter(
         vision_hidden_size=vision_hidden_size,
         llm_hidden_size=llm_hidden_size,
@@ -173,6 +297,7 @@ def build_visual_adapter(options: AdapterOptions, vision_hidden_size: int, llm_h
         num_heads=options.num_heads,
         mlp_ratio=options.mlp_ratio,
         dropout=options.dropout,
+        match_embedding_scale=options.match_embedding_scale,
     )
 
 
@@ -205,6 +330,7 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
                 lambda: AutoModel.from_pretrained(options.name_or_path), "vision.name_or_path", options.name_or_path
             )
         mean, std = _preprocessing_stats(options.name_or_path)
+        processor_size = _preprocessing_size(options.name_or_path)
     else:
         overrides = dict(options.config)
         model_type = overrides.pop("model_type", "clip_vision_model")
@@ -224,10 +350,13 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
         else:
             backbone = _auto_model(lambda: AutoModel.from_config(config), "vision.config.model_type", model_type)
         mean, std = CLIP_MEAN, CLIP_STD
+        processor_size = None
     config = backbone.config
     hidden_size = _feature_width(config)
-    image_size = int(_first(getattr(config, "image_size", None), 224))
-    tower = VisionTower(backbone, hidden_size, image_size, mean, std)
+    # CNN configs state no input size: a tower exported by our classifiers says it in its preprocessor
+    # config, and the pipeline must prepare images at the size the tower (and the chat data) used.
+    image_size = int(_first(getattr(config, "image_size", None), processor_size or 224))
+    tower = VisionTower(backbone, hidden_size, image_size, mean, std, pooled_token=options.pooled_token)
     tower.requires_grad_(options.trainable)
     if not options.trainable:
         tower.eval()
@@ -276,6 +405,17 @@ def _first(value, default):
     if isinstance(value, (list, tuple)):
         return value[0]
     return value
+
+
+def _preprocessing_size(name_or_path: str) -> int | None:
+    """The square input size in a local folder's `preprocessor_config.json` (`size.height`), if any."""
+    path = Path(name_or_path) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    size = json.loads(path.read_text()).get("size")
+    if isinstance(size, dict) and "height" in size:
+        return int(size["height"])
+    return int(size) if isinstance(size, int) else None
 
 
 def _preprocessing_stats(name_or_path: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
