@@ -3,7 +3,8 @@
 MedXChat freezes a *pretrained* LLM (LLaMA-7B) and adds LoRA; a random frozen LLM knows no language,
 so at CPU-demo scale LoRA would spend its whole budget learning English instead of learning to read
 the image. This module plays the part of the pretrained LLM: it trains every weight of a small
-config-built LLM on the training split's dialogues (answers only, without image tokens: a pretrained LLM has never seen any), then
+config-built LLM on the training split's dialogues (answers only, without image tokens: a pretrained
+LLM has never seen any), then
 `export_llm_folder` writes a transformers folder that `MedXChatLoRA(llm={"name_or_path": ...})`
 loads and freezes exactly like a downloaded one. The image-conditioned model and its blank-image
 baseline both start from this same base, so the comparison between them stays fair.

@@ -258,7 +258,9 @@ class VocabularyMixture(nn.Module):
     def set_vocabulary(self, embeddings: torch.Tensor) -> None:
         """The LLM's input embedding matrix (V, C_llm); kept by reference, never trained here."""
         if embeddings.shape[0] != self.output_proj.out_features:
-            raise ValueError(f"vocabulary of {embeddings.shape[0]} rows for an adapter over {self.output_proj.out_features}")
+            raise ValueError(
+                f"vocabulary of {embeddings.shape[0]} rows for an adapter over {self.output_proj.out_features} words"
+            )
         object.__setattr__(self, "vocabulary", embeddings)  # not a submodule: not saved, not trained here
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from test_llm_lora import DIALOGUES, NUM_IMAGE_TOKENS, chat_batch, make_model, tokenizer_dir  # noqa: F401
 
 from lit_medxchat.models.llm_lora import AdapterOptions, VisionOptions, embedding_rms
 from lit_medxchat.models.visual_adapter import build_vision_tower, build_visual_adapter
-
-from test_llm_lora import DIALOGUES, NUM_IMAGE_TOKENS, chat_batch, make_model, tokenizer_dir  # noqa: F401
 
 RESNET = {"model_type": "resnet", "image_size": 64, "embedding_size": 8, "hidden_sizes": [8, 8, 16, 16],
           "depths": [1, 1, 1, 1]}
