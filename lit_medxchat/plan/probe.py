@@ -117,9 +117,20 @@ STEPS: dict[str, Callable[[Any, StepShapes], torch.Tensor]] = {
 
 
 def _blocks(module: nn.Module) -> list[nn.Module]:
-    """Innermost repeated blocks: `ModuleList` elements holding no `ModuleList` of their own."""
-    elements = [child for m in module.modules() if isinstance(m, nn.ModuleList) for child in m]
-    return [e for e in elements if not any(isinstance(m, nn.ModuleList) for m in e.modules())]
+    """Innermost repeated blocks: elements of a `ModuleList` of one composite type (decoder layers, ResNet
+    blocks, transformer blocks) that hold no such list themselves. Mixed lists such as `[Linear, Dropout]`
+    are parts of a block, not blocks."""
+
+    def is_block_list(m: nn.Module) -> bool:
+        return (
+            isinstance(m, nn.ModuleList)
+            and len(m) > 0
+            and len({type(e) for e in m}) == 1
+            and any(True for _ in m[0].children())
+        )
+
+    elements = [child for m in module.modules() if is_block_list(m) for child in m]
+    return [e for e in elements if not any(is_block_list(m) for m in e.modules())]
 
 
 def probe_step(module: nn.Module, step: Callable[[], torch.Tensor]) -> ProbeResult:

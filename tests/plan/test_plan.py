@@ -22,7 +22,9 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("name", shipped_config_names())
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("paper/") else n for n in shipped_config_names()]
+)
 def test_every_shipped_config_plans_at_its_own_device_count(name: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "plan.json"
     assert main(["--config", name, "--json", str(out)]) == 0, capsys.readouterr().err
@@ -49,8 +51,10 @@ def test_paper_chat_on_2x8_gpus_with_zero2(tmp_path: Path, capsys) -> None:
     # ZeRO-2 with bf16: 16-bit weights on every GPU; fp32 master, grads and moments sharded over 16 GPUs.
     trainable = plan["parameters"]["trainable"]
     assert plan["gpu_bytes"]["trainable weights"] == 2 * trainable
-    assert plan["gpu_bytes"]["optimizer: fp32 master, grads, m, v"] == 16 * trainable // 16
-    assert plan["ours_for_deepspeed_estimate"] == plan["deepspeed_estimate"]["gpu"]
+    assert plan["gpu_bytes"]["optimizer: fp32 master + AdamW m, v"] == 12 * trainable // 16
+    assert plan["gpu_bytes"]["fp32 gradient partition (at the step)"] == 4 * trainable // 16
+    # DeepSpeed's estimator agrees, to the bytes lost by rounding each of our terms down separately.
+    assert abs(plan["ours_for_deepspeed_estimate"] - plan["deepspeed_estimate"]["gpu"]) <= 3
 
 
 def test_unmatched_lora_target_is_an_error_naming_it(capsys) -> None:
@@ -58,6 +62,11 @@ def test_unmatched_lora_target_is_an_error_naming_it(capsys) -> None:
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "lora.target_modules" in err and "qkv_proj" in err
+
+
+def test_a_sequence_too_short_for_the_image_tokens_is_an_error_naming_the_field(capsys) -> None:
+    assert main(["--config", "tiny/chat", "--data.init_args.max_length", "4"]) == 1
+    assert "data.init_args.max_length=4" in capsys.readouterr().err
 
 
 def test_a_run_that_does_not_fit_exits_3(capsys) -> None:
@@ -97,3 +106,4 @@ def test_tiny_plan_equals_the_built_model_and_what_the_optimizer_allocates(tmp_p
     }
     predicted = model_state_bytes(planned, StrategyPlan("single"), "32-true", devices=1, num_nodes=1).gpu
     assert predicted == measured
+
