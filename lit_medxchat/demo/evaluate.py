@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from callbacks.gather import CorpusMetricCallback
 from callbacks.scoring.clinical import binary_auroc
 from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
 
@@ -48,6 +49,7 @@ def view_accuracy(outputs: dict[str, np.ndarray], train_views: list[int]) -> dic
         "accuracy": float((predicted == outputs["view"]).mean()),
         "frontal_lateral_accuracy": float(((predicted == lateral) == (outputs["view"] == lateral)).mean()),
         "majority_accuracy": float((outputs["view"] == majority).mean()),
+        "majority_frontal_lateral_accuracy": float(((outputs["view"] == lateral) == (majority == lateral)).mean()),
         "majority_class": VIEW_CLASSES[majority],
         "num_images": int(len(predicted)),
     }
@@ -153,7 +155,8 @@ def _test_diffusion(model: Any, demo: Any, limit_batches: int | float) -> tuple[
         limit_test_batches=limit_batches,
     )
     trainer.test(model, datamodule=data, verbose=False)
-    return dict(metrics.last_scores), list(metrics.last_items)
+    loss = trainer.callback_metrics.get("test/loss")  # seeded noise and timesteps: equal for both branches
+    return {**metrics.last_scores, "test_loss": None if loss is None else float(loss)}, list(metrics.last_items)
 
 
 def evaluate_diffusion(demo: Any) -> dict[str, Any]:
@@ -162,7 +165,7 @@ def evaluate_diffusion(demo: Any) -> dict[str, Any]:
 
     trained = CXRDiffusion.load_from_checkpoint(demo.runner.results["diffusion"]["checkpoint"], map_location="cpu")
     untrained = CXRDiffusion(**dict(trained.hparams))
-    limit = 1.0 if demo.scale.chat_eval_limit == 0 else 2
+    limit = 1.0 if demo.scale.diffusion_eval_batches == 0 else demo.scale.diffusion_eval_batches
     results: dict[str, Any] = {}
     for name, model in (("trained", trained), ("untrained", untrained)):
         scores, items = _test_diffusion(model, demo, limit)
@@ -232,8 +235,11 @@ def _chat_data(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any
     )
 
 
-def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any:
-    """Generate on the test split for one task; return the metric callback (scores and items)."""
+def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool, generate: bool = True) -> Any:
+    """Generate on the test split for one task; return the metric callback (scores and items).
+
+    With `generate=False` only the teacher-forced loss is computed (`last_scores["test_loss"]`).
+    """
     from lightning.pytorch import Trainer
 
     from callbacks.report_metrics import ReportMetrics
@@ -241,7 +247,8 @@ def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any
     from lit_medxchat.models.llm_lora import MedXChatLoRA
 
     model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
-    callback = ReportMetrics(meteor=True) if task == "report" else VQAMetrics()
+    callbacks = {"report": lambda: ReportMetrics(meteor=True), "vqa": VQAMetrics, "t2i": TextToCXRAnswers}
+    callback = callbacks[task]() if generate else TextToCXRAnswers()  # no scoring when only the loss is wanted
     limit = demo.scale.chat_eval_limit
     trainer = Trainer(
         accelerator="cpu",
@@ -252,10 +259,26 @@ def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any
         callbacks=[callback],
         limit_test_batches=1.0 if limit == 0 else max(1, limit // 16),
     )
+    if not generate:
+        model.generation_options.max_new_tokens = 1
     trainer.test(model, datamodule=_chat_data(checkpoint, demo, task, blank_images), verbose=False)
     loss = trainer.callback_metrics.get("test/loss")
     callback.last_scores = {**callback.last_scores, "test_loss": None if loss is None else float(loss)}
     return callback
+
+
+class TextToCXRAnswers(CorpusMetricCallback):
+    """Collects the generated text-to-CXR answers with their references (scored by `xray_request_rate`)."""
+
+    def collect(self, outputs: Any, batch: Any, pl_module: Any) -> list[dict]:
+        return [
+            {"prediction": p, "reference": r}
+            for p, r, t in zip(outputs["predictions"], outputs["references"], outputs["tasks"], strict=True)
+            if t == "t2i"
+        ]
+
+    def score(self, items: list[dict]) -> dict[str, float | None]:
+        return {"t2i_n": float(len(items))}
 
 
 def _train_dialogue_answers(data_dir: Path) -> tuple[Counter, dict[tuple, Counter]]:
@@ -319,8 +342,67 @@ def evaluate_chat(demo: Any) -> dict[str, Any]:
         "image": _floats(vqa_image.last_scores),
         "blank_images": _floats(vqa_blank.last_scores),
         "majority_answer": _floats(majority_vqa(vqa_image.last_items, answers)),
+        "answers_with_xray_tags": xray_tags_in(vqa_image.last_items),
+        "answers": len(vqa_image.last_items),
     }
+    t2i_image = _test_chat(image_ckpt, demo, "t2i", blank_images=False)
+    t2i_blank = _test_chat(blank_ckpt, demo, "t2i", blank_images=True)
+    results["t2i"] = {
+        "image": xray_request_rate(t2i_image.last_items, labeler),
+        "blank_images": xray_request_rate(t2i_blank.last_items, labeler),
+        "examples": t2i_image.last_items[:3],
+    }
+    report_blank_input = _test_chat(image_ckpt, demo, "report", blank_images=True, generate=False)
+    results["report"]["image_model_loss_blank_input"] = report_blank_input.last_scores.get("test_loss")
     return results
+
+
+def named_view(text: str) -> str | None:
+    """The view class whose view sentence (`VIEW_SENTENCES`) the text states, or None."""
+    from lit_medxchat.constants import VIEW_SENTENCES
+
+    lowered = text.lower()
+    for view, sentence in VIEW_SENTENCES.items():
+        if view != "OTHER" and sentence.lower().rstrip(".") in lowered:
+            return view
+    return None
+
+
+def xray_request_rate(items: list[dict], labeler: Any) -> dict[str, float]:
+    """How often the `<Xray>` prompt of a text-to-CXR answer names the requested view and finding.
+
+    The request is the reference answer's own prompt: its view sentence and the findings the labeler
+    reads as present in it. A generated answer passes when its first `<Xray> ... </Xray>` span states
+    the same view and every such finding is present in it too (a "no finding" request must be read as
+    No Finding). Answers without a closed span fail.
+    """
+    from lit_medxchat.pipeline import extract_xray_prompts
+
+    passed, views, findings = [], [], []
+    for item in items:
+        wanted, _ = extract_xray_prompts(item["reference"])
+        got, warnings = extract_xray_prompts(item["prediction"])
+        if not wanted:
+            continue
+        prompt = got[0] if got and not warnings else ""
+        view_ok = named_view(prompt) is not None and named_view(prompt) == named_view(wanted[0])
+        wanted_labels, got_labels = labeler(wanted[0]), labeler(prompt) if prompt else {}
+        positives = [name for name, value in wanted_labels.items() if value == 1.0]
+        finding_ok = bool(prompt) and all(got_labels.get(name) == 1.0 for name in positives)
+        views.append(view_ok)
+        findings.append(finding_ok)
+        passed.append(view_ok and finding_ok)
+    def rate(flags: list[bool]) -> float:
+        return float(np.mean(flags)) if flags else float("nan")
+
+    return {"request_rate": rate(passed), "view_rate": rate(views), "finding_rate": rate(findings), "n": len(passed)}
+
+
+def xray_tags_in(items: list[dict]) -> int:
+    """How many answers contain an `<Xray>` or `</Xray>` tag (VQA answers must contain none)."""
+    from lit_medxchat.constants import XRAY_END, XRAY_START
+
+    return sum(1 for item in items if XRAY_START in item["prediction"] or XRAY_END in item["prediction"])
 
 
 def _floats(scores: dict[str, Any]) -> dict[str, float | None]:

@@ -29,6 +29,7 @@ class Evidence:
     margin: float = 0.0
     threshold: float | None = None
     lower_is_better: bool = False
+    needs_baseline: bool = True  # False: the baseline is shown for context, only `threshold` is the goal
 
     @property
     def beats_baseline(self) -> bool:
@@ -38,6 +39,10 @@ class Evidence:
 
     @property
     def meets_goal(self) -> bool:
+        if not self.needs_baseline:
+            if math.isnan(self.value) or self.threshold is None:
+                return False
+            return self.value <= self.threshold if self.lower_is_better else self.value >= self.threshold
         if not self.beats_baseline:
             return False
         if self.lower_is_better:
@@ -49,7 +54,10 @@ class Evidence:
     @property
     def goal(self) -> str:
         better = "<" if self.lower_is_better else ">"
-        parts = [f"{better} baseline" + (f" {'-' if self.lower_is_better else '+'} {self.margin:g}" if self.margin else "")]
+        parts = []
+        if self.needs_baseline:
+            sign = "-" if self.lower_is_better else "+"
+            parts.append(f"{better} baseline" + (f" {sign} {self.margin:g}" if self.margin else ""))
         if self.threshold is not None:
             parts.append(f"{'<=' if self.lower_is_better else '>='} {self.threshold:g}")
         return ", ".join(parts)

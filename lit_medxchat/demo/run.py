@@ -34,22 +34,24 @@ class DemoScale:
     sd_base_vae_steps: int
     sd_steps: int
     lm_base_steps: int
-    chat_epochs: int
+    chat_steps: int  # optimiser steps of each LLM-LoRA run (image-conditioned and blank-image alike)
     chat_eval_limit: int  # test samples generated per chat task (all when 0)
+    diffusion_eval_batches: int  # test batches of 16 prompts drawn per control branch (all when 0)
 
 
 SCALES: dict[str, DemoScale] = {
     "full": DemoScale(
-        num_subjects=250,
+        num_subjects=900,
         image_size=256,
-        view_epochs=12,
-        findings_epochs=15,
-        sd_base_steps=400,
-        sd_base_vae_steps=150,
-        sd_steps=300,
+        view_epochs=8,
+        findings_epochs=10,
+        sd_base_steps=200,
+        sd_base_vae_steps=80,
+        sd_steps=150,
         lm_base_steps=250,
-        chat_epochs=7,
-        chat_eval_limit=0,
+        chat_steps=300,
+        chat_eval_limit=160,
+        diffusion_eval_batches=6,
     ),
     "quick": DemoScale(
         num_subjects=60,
@@ -60,8 +62,9 @@ SCALES: dict[str, DemoScale] = {
         sd_base_vae_steps=20,
         sd_steps=20,
         lm_base_steps=100,
-        chat_epochs=4,
+        chat_steps=120,
         chat_eval_limit=32,
+        diffusion_eval_batches=2,
     ),
 }
 
@@ -255,7 +258,10 @@ class Demo:
         tower = self.runner.results["findings_classifier"]["export"]
         llm = self.runner.results["lm_base"]["llm_folder"]
         return [
-            "--trainer.max_epochs", str(self.scale.chat_epochs),
+            "--trainer.max_steps", str(self.scale.chat_steps),
+            "--trainer.max_epochs", "-1",
+            "--trainer.check_val_every_n_epoch", "null",
+            "--trainer.val_check_interval", str(max(1, self.scale.chat_steps // 2)),
             "--model.init_args.tokenizer", tokenizer,
             "--data.init_args.tokenizer_path", tokenizer,
             "--model.init_args.vision.name_or_path", tower,
