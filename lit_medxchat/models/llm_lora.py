@@ -184,8 +184,10 @@ def build_llm(options: LLMOptions, tokenizer: PreTrainedTokenizerBase) -> PreTra
 
 def embedding_rms(llm: nn.Module) -> float:
     """Root mean square of the LLM's input token embeddings: the scale its layers expect inputs at."""
-    weight = llm.get_input_embeddings().weight.detach().float()
-    return float(weight.pow(2).mean().sqrt())
+    weight = llm.get_input_embeddings().weight.detach()
+    if weight.is_meta:  # built without memory (`lit-medxchat plan`): the value does not matter, the shape does
+        return 1.0
+    return float(weight.float().pow(2).mean().sqrt())
 
 
 def _check_heads(overrides: dict[str, Any]) -> None:
@@ -477,16 +479,15 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         groups = [{"params": rest, "lr": opt.lr}, {"params": adapter, "lr": opt.lr * self.adapter_options.lr_scale}]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=opt.lr, weight_decay=opt.weight_decay)
         warmup = max(opt.warmup_steps, 0)
-        schedulers = [
-            {
-                "scheduler": torch.optim.lr_scheduler.LambdaLR(
-                    optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-                ),
-                "interval": "step",
-            },
-            {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=opt.epoch_gamma), "interval": "epoch"},
-        ]
-        return [optimizer], schedulers
+
+        def factor(step: int) -> float:
+            # One step-wise scheduler (DeepSpeed takes no more than one): linear warm-up times the per-epoch
+            # decay, read from the trainer so a resumed run continues at the same factor.
+            epoch = self.trainer.current_epoch if self._trainer is not None else 0
+            return (min(1.0, (step + 1) / warmup) if warmup else 1.0) * opt.epoch_gamma**epoch
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
     # ---- run folder and export ----------------------------------------------------------------
 
