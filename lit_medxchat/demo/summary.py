@@ -114,6 +114,13 @@ def evidence_rows(results: dict[str, dict[str, Any]]) -> list[Evidence]:
     ]
 
 
+def _serve_command(demo: Any) -> str:
+    from lit_medxchat.serve.run_info import serve_command
+
+    runs = demo.runs
+    return serve_command(runs / "chat", runs / "diffusion", runs / "view-classifier")
+
+
 def _nan(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
@@ -167,6 +174,8 @@ def write_run_report(demo: Any, results: dict[str, dict[str, Any]], seconds: flo
         f"({results['synth']['anatomy']}); shards: " + ", ".join(f"{k} {v['samples']}" for k, v in data.items()) + ".",
         f"Wall time: {seconds / 60:.1f} min on this machine (finished stages are skipped when rerun).",
         "Every figure is computed on the held-out test split and stands beside its baseline.",
+        "Chat with these models in a browser (needs `pip install lit-medxchat[serve]`): "
+        + _serve_command(demo),
     ]
     failing = [r for r in rows if not r.meets_goal]
     if failing:
