@@ -54,10 +54,10 @@ SCALES: dict[str, DemoScale] = {
         diffusion_eval_batches=6,
     ),
     "quick": DemoScale(
-        num_subjects=60,
+        num_subjects=100,
         image_size=128,
-        view_epochs=40,
-        findings_epochs=6,
+        view_epochs=30,
+        findings_epochs=12,
         sd_base_steps=40,
         sd_base_vae_steps=20,
         sd_steps=20,

@@ -287,6 +287,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
             self.vision_tower = build_vision_tower(self.vision_options).to(frozen_dtype)
             base = build_llm(self.llm_options, self.tokenizer)
             llm_hidden = base.get_input_embeddings().embedding_dim
+            self.llm_hidden_size = int(llm_hidden)
             vocab = base.get_input_embeddings().num_embeddings
             self.adapter = build_visual_adapter(self.adapter_options, self.vision_tower.hidden_size, llm_hidden, vocab)
             if self.adapter_options.kind == "vocabulary":
@@ -530,7 +531,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         meta = {
             "adapter": asdict(self.adapter_options),
             "vision_hidden_size": self.vision_tower.hidden_size,
-            "llm_hidden_size": self.llm.get_input_embeddings().embedding_dim,
+            "llm_hidden_size": self.llm_hidden_size,
             "image_size": self.vision_tower.image_size,
             "image_mean": list(self.vision_tower.image_mean),
             "image_std": list(self.vision_tower.image_std),
