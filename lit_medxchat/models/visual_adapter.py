@@ -122,6 +122,11 @@ class VisionTower(nn.Module):
         return hidden
 
 
+def _to_embedding_scale(outputs: torch.Tensor, log_gain: torch.Tensor) -> torch.Tensor:
+    """Every output vector normalised to unit RMS, then scaled by the learned gain (`match_embedding_scale`)."""
+    return outputs * outputs.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt() * log_gain.exp()
+
+
 class CrossAttentionBlock(nn.Module):
     """Pre-norm block: queries attend to [image features; queries], then an MLP (both residual)."""
 
@@ -195,10 +200,7 @@ class VisualAdapter(nn.Module):
         for block in self.blocks:
             queries = block(queries, features)
         outputs = self.output_proj(self.norm(queries))
-        if self.match_embedding_scale:
-            rms = outputs.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
-            outputs = outputs * rms * self.output_log_gain.exp()
-        return outputs
+        return _to_embedding_scale(outputs, self.output_log_gain) if self.match_embedding_scale else outputs
 
 
 class MLPProjector(nn.Module):
@@ -230,10 +232,7 @@ class MLPProjector(nn.Module):
                 "(and the DataModule's num_image_tokens with it)."
             )
         outputs = self.output_proj(self.mlp(self.norm(features)))
-        if self.match_embedding_scale:
-            rms = outputs.pow(2).mean(-1, keepdim=True).add(1e-6).rsqrt()
-            outputs = outputs * rms * self.output_log_gain.exp()
-        return outputs
+        return _to_embedding_scale(outputs, self.output_log_gain) if self.match_embedding_scale else outputs
 
 
 class VocabularyMixture(nn.Module):
