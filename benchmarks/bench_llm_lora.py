@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from lit_medxchat.constants import XRAY_END, XRAY_START
-from lit_medxchat.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation
+from lit_medxchat.core.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation
+from lit_medxchat.core.tokenizer import train_tokenizer
 from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
-from lit_medxchat.tokenizer import train_tokenizer
 
 NUM_IMAGE_TOKENS = 4
 WARMUP_STEPS = 5

@@ -42,7 +42,7 @@ from PIL import Image
 from datamodules.classifier import ClassifierDataModule
 from datamodules.shards import ShardWriter, build_manifest
 from datamodules.transforms import Augment, ImagePipeline
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 
 
 def synthetic_cxr(rng: np.random.Generator, size: int = 512) -> bytes:

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_medxchat.strategies import deepspeed_strategy
-from lit_medxchat.throughput import MedXChatThroughput
+from lit_medxchat.training.strategies import deepspeed_strategy
+from lit_medxchat.training.throughput import MedXChatThroughput
 
 
 class MetricsTap(Callback):

@@ -29,8 +29,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-from callbacks.gather import CorpusMetricCallback
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from callbacks.corpus_metric import CorpusMetricCallback
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 
 
 def _load(module: str | Path | nn.Module | None) -> nn.Module | None:

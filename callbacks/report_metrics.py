@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 
-from callbacks.gather import CorpusMetricCallback
+from callbacks.corpus_metric import CorpusMetricCallback
 
 
 class ReportMetrics(CorpusMetricCallback):

@@ -22,8 +22,8 @@ import torch
 from datamodules.shard_datamodule import ShardDataModule, index_keys
 from datamodules.streaming import DECODE_ERRORS, EVENTS_KEY, RawSample, SkipSample, batch_tensor
 from datamodules.transforms import CLIP_MEAN, CLIP_STD, Augment, ImagePipeline
-from lit_medxchat.constants import CHAT_TASKS
-from lit_medxchat.conversation import (
+from lit_medxchat.core.constants import CHAT_TASKS
+from lit_medxchat.core.conversation import (
     IGNORE_INDEX,
     ConversationTooLongError,
     encode_conversation,
@@ -44,7 +44,7 @@ def load_tokenizer(path: str) -> Any:
     if path not in _TOKENIZERS:
         from transformers import AutoTokenizer
 
-        from lit_medxchat.tokenizer import add_medxchat_tokens
+        from lit_medxchat.core.tokenizer import add_medxchat_tokens
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         add_medxchat_tokens(tokenizer)

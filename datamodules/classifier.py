@@ -12,7 +12,7 @@ from datamodules.film_variation import FilmVariation
 from datamodules.shard_datamodule import ShardDataModule
 from datamodules.streaming import RawSample, SkipSample, stack_batch
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, ImagePipeline
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 
 UncertainPolicy = Literal["zeros", "ones", "ignore"]
 

@@ -525,16 +525,16 @@ class ViewClassifierOptions:
 
 
 def _view_predictor(views: ViewClassifierOptions | None, options: PrepareOptions) -> Any:
-    """The loaded view classifier (`lit_medxchat.classify_views.ViewPredictor`), or None without one."""
+    """The loaded view classifier (`lit_medxchat.inference.classify_views.ViewPredictor`), or None without one."""
     if views is None:
         return None
-    from lit_medxchat.classify_views import ViewPredictor
+    from lit_medxchat.inference.classify_views import ViewPredictor
 
     return ViewPredictor(views.model, views.threshold, options.image_size, views.batch_size, views.device)
 
 
 def _classify_views(scan: SourceScan, predictor: Any, options: PrepareOptions, compare: bool, source_name: str) -> None:
-    from lit_medxchat.classify_views import describe, fill_views
+    from lit_medxchat.inference.classify_views import describe, fill_views
 
     summary = fill_views(scan, predictor, compare=compare, source_name=source_name, progress=options.progress)
     print(describe(summary), file=sys.stdout)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES, VIEW_SENTENCES
 
 SECTION_NAMES: tuple[str, ...] = ("findings", "impression", "last_paragraph", "comparison")
 SPLITS: tuple[str, ...] = ("train", "validate", "test")

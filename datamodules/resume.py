@@ -26,6 +26,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from datamodules.streaming import SKIPPED_PREFIX, ShardBatchStream
+from lit_medxchat.core.distributed import gather_objects
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
@@ -51,17 +52,6 @@ class _EpochSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self._loader.set_epoch(epoch)
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """`obj` of every rank, in rank order (just `[obj]` without an initialised process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, obj)
-        return gathered
-    return [obj]
 
 
 class ResumableLoader(DataLoader):

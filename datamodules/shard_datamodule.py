@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from datamodules.remote import is_remote
-from datamodules.resume import ResumableLoader, gather_objects
+from datamodules.resume import ResumableLoader
 from datamodules.shard_cache import ShardCache
 from datamodules.streaming import (
     SKIPPED_PREFIX,
@@ -28,6 +28,7 @@ from datamodules.streaming import (
     ShardReader,
     load_manifest,
 )
+from lit_medxchat.core.distributed import gather_objects
 
 log = logging.getLogger(__name__)
 SPLITS: dict[str, str] = {"train": "train", "validate": "validate", "test": "test", "predict": "test"}

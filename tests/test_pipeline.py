@@ -8,12 +8,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lit_medxchat.chat import main as chat_main
-from lit_medxchat.constants import XRAY_END, XRAY_START
-from lit_medxchat.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation, encode_prompt
+from lit_medxchat.core.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation, encode_prompt
+from lit_medxchat.core.tokenizer import train_tokenizer
+from lit_medxchat.inference.chat import main as chat_main
+from lit_medxchat.inference.pipeline import MedXChatPipeline, extract_xray_prompts, preprocess_images
 from lit_medxchat.models.llm_lora import MedXChatLoRA, OptimOptions, tiny_options
-from lit_medxchat.pipeline import MedXChatPipeline, extract_xray_prompts, preprocess_images
-from lit_medxchat.tokenizer import train_tokenizer
 
 T = 4
 DRAW = "Draw a PA chest X-ray."

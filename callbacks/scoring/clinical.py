@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from lit_medxchat.constants import CHEXPERT_LABELS, PAPER_CATEGORIES, PAPER_CATEGORY_SOURCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, PAPER_CATEGORIES, PAPER_CATEGORY_SOURCES
 
 Labels = Mapping[str, float | None]
 Labeler = Callable[[str], Labels]

@@ -26,7 +26,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from lit_medxchat.constants import VQA_TOPICS
+from lit_medxchat.core.constants import VQA_TOPICS
 
 _PHRASES = (
     (r"\bboth (?:sides|lungs|lung bases|bases|hemithoraces)\b", "bilateral"),

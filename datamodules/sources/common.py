@@ -8,7 +8,7 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 VALID_LABEL_VALUES = (1.0, 0.0, -1.0)
 

@@ -13,7 +13,7 @@ validate (< 0.8) or test, the 7:1:2 proportions used by earlier IU X-ray work.
 Views: from `--views-csv` when given (columns `filename`/`image`/`image_id` and
 `projection`/`view`/`ViewPosition`; `Frontal` counts as PA: these outpatient studies are
 "PA and lateral"), else `OTHER` with an empty `view_position`, which `data prepare
---view-classifier` then fills (`lit_medxchat.classify_views.fill_views`). Labels: our rule labeler on the
+--view-classifier` then fills (`lit_medxchat.inference.classify_views.fill_views`). Labels: our rule labeler on the
 impression (else findings), as CheXpert did for MIMIC-CXR.
 """
 
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from datamodules.records import CXRRecord, SourceScan
 from datamodules.sources.common import labels_from_report, read_table
-from lit_medxchat.constants import VIEW_CLASSES, view_class
+from lit_medxchat.core.constants import VIEW_CLASSES, view_class
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_BOUNDS: tuple[tuple[float, str], ...] = ((0.7, "train"), (0.8, "validate"), (1.0, "test"))

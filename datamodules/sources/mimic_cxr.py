@@ -8,7 +8,7 @@ extracted tree, or inside ROOT/files (the built-in dataset). Columns are selecte
 Every image on disk and every metadata row ends up either as a record or as a skipped item with
 a reason; conversions (view unknown -> OTHER, labels from the labeler, split from the subject's
 other images) are counted per split. Images whose `ViewPosition` is empty keep an empty
-`view_position`; `data prepare --view-classifier` predicts their view (`lit_medxchat.classify_views`).
+`view_position`; `data prepare --view-classifier` predicts their view (`lit_medxchat.inference.classify_views`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from datamodules.records import SPLITS, CXRRecord, SourceScan
 from datamodules.sources.common import labels_from_report, normalise_id, parse_label, read_table
 from datamodules.sources.report_sections import ReportSections, extract_sections
-from lit_medxchat.constants import CHEXPERT_LABELS, view_class
+from lit_medxchat.core.constants import CHEXPERT_LABELS, view_class
 
 METADATA = "mimic-cxr-2.0.0-metadata"
 SPLIT = "mimic-cxr-2.0.0-split"

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from callbacks.gather import CorpusMetricCallback
+from callbacks.corpus_metric import CorpusMetricCallback
 from callbacks.scoring.clinical import binary_auroc
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 
 
 @torch.no_grad()
@@ -359,7 +359,7 @@ def evaluate_chat(demo: Any) -> dict[str, Any]:
 
 def named_view(text: str) -> str | None:
     """The view class whose view sentence (`VIEW_SENTENCES`) the text states, or None."""
-    from lit_medxchat.constants import VIEW_SENTENCES
+    from lit_medxchat.core.constants import VIEW_SENTENCES
 
     lowered = text.lower()
     for view, sentence in VIEW_SENTENCES.items():
@@ -376,7 +376,7 @@ def xray_request_rate(items: list[dict], labeler: Any) -> dict[str, float]:
     the same view and every such finding is present in it too (a "no finding" request must be read as
     No Finding). Answers without a closed span fail.
     """
-    from lit_medxchat.pipeline import extract_xray_prompts
+    from lit_medxchat.inference.pipeline import extract_xray_prompts
 
     passed, views, findings = [], [], []
     for item in items:
@@ -400,7 +400,7 @@ def xray_request_rate(items: list[dict], labeler: Any) -> dict[str, float]:
 
 def xray_tags_in(items: list[dict]) -> int:
     """How many answers contain an `<Xray>` or `</Xray>` tag (VQA answers must contain none)."""
-    from lit_medxchat.constants import XRAY_END, XRAY_START
+    from lit_medxchat.core.constants import XRAY_END, XRAY_START
 
     return sum(1 for item in items if XRAY_START in item["prediction"] or XRAY_END in item["prediction"])
 

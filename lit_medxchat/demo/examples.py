@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 
 def _held_out_image(demo: Any) -> tuple[Path, dict[str, Any], str]:
@@ -34,7 +34,7 @@ def _named_finding(meta: dict[str, Any]) -> str:
 
 def chat_examples(demo: Any) -> dict[str, Any]:
     """A report with its ground truth, two VQA turns, and a text-to-CXR request for a lateral view."""
-    from lit_medxchat.pipeline import MedXChatPipeline
+    from lit_medxchat.inference.pipeline import MedXChatPipeline
 
     results = demo.runner.results
     chat_run = Path(results["chat"]["checkpoint"]).parents[1]

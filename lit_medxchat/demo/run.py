@@ -71,8 +71,8 @@ SCALES: dict[str, DemoScale] = {
 
 def _fit(config: str, run_dir: Path, data_dir: Path, overrides: list[str]) -> Path:
     """Train through the user's command; return the run's newest complete checkpoint."""
-    from lit_medxchat.checkpointing import find_last_complete_checkpoint
-    from lit_medxchat.train_cli import main as cli_main
+    from lit_medxchat.training.checkpointing import find_last_complete_checkpoint
+    from lit_medxchat.training.cli import main as cli_main
 
     argv = [
         "fit",
@@ -164,7 +164,7 @@ class Demo:
         return counts
 
     def tokenizer(self, _: Path) -> dict[str, Any]:
-        from lit_medxchat.tokenizer_cli import main as tokenizer_main
+        from datamodules.tokenizer_cli import main as tokenizer_main
 
         out = self.runs / "tokenizer"
         if tokenizer_main(["--data-dir", str(self.shards), "--out", str(out), "--vocab-size", "1500"]) != 0:
@@ -197,7 +197,7 @@ class Demo:
 
     # ---- CXR-SD ----------------------------------------------------------------------------------
     def diffusion_base(self, _: Path) -> dict[str, Any]:
-        from lit_medxchat.models.sd_base import SDBasePretraining
+        from lit_medxchat.models.demo_bases.sd_base import SDBasePretraining
 
         run = self.runs / "diffusion-base"
         checkpoint = _fit(
@@ -243,7 +243,7 @@ class Demo:
 
     # ---- MedXChat LLM-LoRA -----------------------------------------------------------------------
     def lm_base(self, _: Path) -> dict[str, Any]:
-        from lit_medxchat.models.lm_base import LMBasePretraining
+        from lit_medxchat.models.demo_bases.lm_base import LMBasePretraining
 
         run = self.runs / "lm-base"
         tokenizer = self.runner.results["tokenizer"]["path"]

@@ -12,7 +12,7 @@ import logging
 import random
 from collections import Counter
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.dialogues import rules
 from lit_medxchat.dialogues.client import ChatClient, ChatRequestError
 from lit_medxchat.dialogues.findings import read_report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 
-from lit_medxchat.constants import VIEW_SENTENCES, XRAY_END, XRAY_START
+from lit_medxchat.core.constants import VIEW_SENTENCES, XRAY_END, XRAY_START
 
 NUM_DIALOGUES = 3
 

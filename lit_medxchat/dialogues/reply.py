@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from lit_medxchat.constants import IMAGE_TOKEN, VIEW_SENTENCES, XRAY_END, XRAY_START
+from lit_medxchat.core.constants import IMAGE_TOKEN, VIEW_SENTENCES, XRAY_END, XRAY_START
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _BLOCK = re.compile(re.escape(XRAY_START) + r"(.*?)" + re.escape(XRAY_END), re.DOTALL)

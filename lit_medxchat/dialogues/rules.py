@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from lit_medxchat.constants import (
+from lit_medxchat.core.constants import (
     CHEXPERT_LABELS,
     PAPER_CATEGORIES,
     PAPER_CATEGORY_SOURCES,

@@ -16,7 +16,7 @@ Conventions (documented for users in docs/labeler.md):
 
 from __future__ import annotations
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 # Label-less vocabulary entries use this pseudo-label; they feed the "No Finding" rule only.
 NO_FINDING_EXCLUSION = "__no_finding_exclusion__"

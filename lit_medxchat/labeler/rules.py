@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 from lit_medxchat.labeler import lexicon
 from lit_medxchat.labeler.matcher import phrase_regex
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, seeded_init
 
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
@@ -408,7 +408,7 @@ class FindingsClassifier(_ImageClassifier):
         return sum(values) / len(values) if values else float("nan")
 
     def _log_epoch_auroc(self, stage: str) -> None:
-        from callbacks.gather import gather_lists
+        from lit_medxchat.core.distributed import gather_lists
 
         parts = gather_lists(self._auroc_buffers.pop(stage, []))  # every rank's batches, unequal counts allowed
         if not parts:

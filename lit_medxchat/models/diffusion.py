@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, seeded_init
 from lit_medxchat.models.control_branch import TextControlNet, build_text_controlnet, count_parameters
 

@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lit_medxchat.core.tokenizer import add_medxchat_tokens, medxchat_token_ids
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, seeded_init, trainable_keys
 from lit_medxchat.models.visual_adapter import (
     AdapterOptions,
@@ -25,7 +26,6 @@ from lit_medxchat.models.visual_adapter import (
     build_vision_tower,
     build_visual_adapter,
 )
-from lit_medxchat.tokenizer import add_medxchat_tokens, medxchat_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -130,7 +130,7 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as error:
         raise ValueError(
             f"tokenizer={str(name_or_path)!r} cannot be loaded: pass the run's tokenizer folder "
-            "(RUN/tokenizer, written by lit_medxchat.tokenizer.train_tokenizer) or a hub id."
+            "(RUN/tokenizer, written by lit_medxchat.core.tokenizer.train_tokenizer) or a hub id."
         ) from error
     add_medxchat_tokens(tokenizer)
     return tokenizer
@@ -440,7 +440,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
             tokens = self._contrastive(embeds, blank, prompt_attention_mask, options["max_new_tokens"], contrast)
         else:
             tokens = self._generate(embeds, prompt_attention_mask, options)
-        from lit_medxchat.conversation import decode_answer
+        from lit_medxchat.core.conversation import decode_answer
 
         return [decode_answer(self.tokenizer, row) for row in tokens]
 

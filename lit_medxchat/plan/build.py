@@ -43,7 +43,7 @@ def parse_config(argv: list[str]) -> dict[str, Any]:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    from lit_medxchat.train_cli import _resolve_config_args
+    from lit_medxchat.training.cli import _resolve_config_args
 
     class ParseOnlyCLI(LightningCLI):
         def instantiate_classes(self) -> None:  # the plan instantiates the model itself, on meta

@@ -48,7 +48,7 @@ def _strategy_error(value: Any) -> ValueError:
 
 
 def _deepspeed_json(config: Any) -> dict[str, Any]:
-    from lit_medxchat.strategies import CLUSTER_DEEPSPEED_DIR, load_deepspeed_config
+    from lit_medxchat.training.strategies import CLUSTER_DEEPSPEED_DIR, load_deepspeed_config
 
     if isinstance(config, str | Path) and not Path(config).exists():
         in_repo = CLUSTER_DEEPSPEED_DIR.parent.parent / str(config)

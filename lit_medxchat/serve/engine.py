@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lit_medxchat.constants import VIEW_CLASSES, XRAY_START
+from lit_medxchat.core.constants import VIEW_CLASSES, XRAY_START
 from lit_medxchat.serve.streaming import GENERATION_DONE, AnswerStreamer
 from lit_medxchat.serve.uploads import UploadedCXR
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from lit_medxchat.pipeline import MedXChatPipeline
+    from lit_medxchat.inference.pipeline import MedXChatPipeline
 
 FRONTAL_VIEWS = ("PA", "AP")
 

@@ -62,7 +62,7 @@ def newest_config(run_dir: Path) -> Path | None:
 
 
 def _step_and_epoch(checkpoint: Path) -> tuple[int | None, int | None]:
-    from lit_medxchat.checkpointing import read_marker
+    from lit_medxchat.training.checkpointing import read_marker
 
     marker = read_marker(checkpoint)
     if marker is not None:

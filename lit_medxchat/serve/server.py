@@ -34,7 +34,7 @@ class ServedRuns:
 def resolve_runs(chat_run: str | Path, diffusion_run: str | Path | None = None,
                  view_run: str | Path | None = None) -> ServedRuns:
     """Find each run's newest complete checkpoint; FileNotFoundError names the folder and the fix."""
-    from lit_medxchat.pipeline import newest_checkpoint
+    from lit_medxchat.inference.pipeline import newest_checkpoint
 
     chat_run = Path(chat_run)
     if not chat_run.is_dir():
@@ -50,8 +50,8 @@ def resolve_runs(chat_run: str | Path, diffusion_run: str | Path | None = None,
 
 def load_engine(runs: ServedRuns, output_dir: Path, device: str = "cpu", max_length: int = 1024) -> ChatEngine:
     """Load the chat pipeline (and CXR-SD, and the view classifier) from the resolved checkpoints."""
+    from lit_medxchat.inference.pipeline import MedXChatPipeline
     from lit_medxchat.models.classifiers import ViewClassifier, load_classifier
-    from lit_medxchat.pipeline import MedXChatPipeline
     from lit_medxchat.serve.engine import ChatEngine
 
     pipeline = MedXChatPipeline.from_run_dirs(

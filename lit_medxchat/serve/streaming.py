@@ -37,7 +37,7 @@ class AnswerStreamer(BaseStreamer):
         if value.ndim > 1 and value.shape[0] != 1:
             raise ValueError(f"AnswerStreamer streams one answer at a time; got a batch of {value.shape[0]}")
         self.token_ids.extend(int(token) for token in value.reshape(-1).tolist())
-        from lit_medxchat.conversation import decode_answer
+        from lit_medxchat.core.conversation import decode_answer
 
         text = decode_answer(self.tokenizer, self.token_ids)
         if text != self._last_text:

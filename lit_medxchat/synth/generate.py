@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_medxchat.constants import CHEXPERT_LABELS, view_class
+from lit_medxchat.core.constants import CHEXPERT_LABELS, view_class
 from lit_medxchat.synth import layout
 from lit_medxchat.synth.anatomy import Anatomy
 from lit_medxchat.synth.findings import Delta, Device, sample_delta_rng, sample_findings

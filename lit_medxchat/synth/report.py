@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 from lit_medxchat.synth.findings import Finding
 
 TITLE = " " * 33 + "FINAL REPORT"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from tests.callbacks.report_corpus import report_pairs
 
 NUM_ITEMS = 41

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from callbacks.scoring.clinical import binarise, binary_auroc, clinical_efficacy, efficacy_scores, label_matrix
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 
 def _labels(**positive: float | None) -> dict[str, float | None]:

@@ -16,7 +16,7 @@ TOKENIZER_TEXTS = [
 
 def build_tiny_tokenizer(out_dir: Path | None = None):
     """A ~300-token byte-level BPE tokenizer holding the project's special tokens, trained in milliseconds."""
-    from lit_medxchat.tokenizer import train_tokenizer
+    from lit_medxchat.core.tokenizer import train_tokenizer
 
     return train_tokenizer(TOKENIZER_TEXTS, vocab_size=300, out_dir=out_dir)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 
 
 def key_of(index: int) -> str:

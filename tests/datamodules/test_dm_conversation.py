@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lit_medxchat.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
-from lit_medxchat.conversation import (
+from lit_medxchat.core.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
+from lit_medxchat.core.conversation import (
     IGNORE_INDEX,
     ConversationTooLongError,
     decode_answer,

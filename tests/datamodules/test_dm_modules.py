@@ -9,8 +9,8 @@ from dm_shards import sample_members
 from datamodules.chat import ChatDataModule, partner_key
 from datamodules.classifier import ClassifierDataModule, encode_labels
 from datamodules.diffusion import DiffusionDataModule
-from lit_medxchat.constants import CHEXPERT_LABELS, IMAGE_TOKEN, VIEW_CLASSES
-from lit_medxchat.conversation import IGNORE_INDEX, decode_answer
+from lit_medxchat.core.constants import CHEXPERT_LABELS, IMAGE_TOKEN, VIEW_CLASSES
+from lit_medxchat.core.conversation import IGNORE_INDEX, decode_answer
 
 
 def _first(loader):

@@ -205,7 +205,7 @@ def test_the_cache_evicts_least_recently_used_shards_beyond_its_size(shard_dir, 
 
 
 def test_tokenizer_corpus_reads_a_url(shard_dir):
-    from lit_medxchat.tokenizer_cli import corpus_from_shards
+    from datamodules.tokenizer_cli import corpus_from_shards
 
     with ShardServer(shard_dir) as server:
         assert list(corpus_from_shards(server.url, "validate")) == list(corpus_from_shards(shard_dir, "validate"))

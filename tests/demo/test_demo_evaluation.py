@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.demo.evaluate import (
     detection_rates,
     findings_auroc,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 
 
 def make_sample(key: str, findings: str | None, impression: str | None, view: str = "PA", **labels) -> dict:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lit_medxchat.constants import VIEW_SENTENCES, XRAY_END, XRAY_START
+from lit_medxchat.core.constants import VIEW_SENTENCES, XRAY_END, XRAY_START
 from lit_medxchat.dialogues import DialogueBuilder
 from lit_medxchat.dialogues.reply import MalformedReply, parse_reply
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from dialogue_samples import make_sample
 
-from lit_medxchat.constants import (
+from lit_medxchat.core.constants import (
     CHAT_TASKS,
     IMAGE_TOKEN,
     PAPER_CATEGORIES,

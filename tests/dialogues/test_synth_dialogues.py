@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lit_medxchat.constants import VIEW_SENTENCES
+from lit_medxchat.core.constants import VIEW_SENTENCES
 from lit_medxchat.dialogues import DialogueBuilder
 from lit_medxchat.synth.findings import sample_findings
 from lit_medxchat.synth.report import write_report

@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import CSVLogger
 from toy import ToyDataModule, ToyModel
 
-from lit_medxchat.checkpointing import (
+from lit_medxchat.training.checkpointing import (
     CompleteCheckpoint,
     IncompleteCheckpointError,
     find_last_complete_checkpoint,
@@ -20,8 +20,8 @@ from lit_medxchat.checkpointing import (
     verify_checkpoint,
     write_completion_marker,
 )
-from lit_medxchat.throughput import MedXChatThroughput
-from lit_medxchat.wandb_run import RESUME_ENV
+from lit_medxchat.training.throughput import MedXChatThroughput
+from lit_medxchat.training.wandb_run import RESUME_ENV
 
 
 def _checkpoint(folder, step: int, complete: bool = True):
@@ -68,7 +68,7 @@ def test_cli_ckpt_path_last_is_rewritten_from_the_config(tmp_path, monkeypatch):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     config = tmp_path / "config.yaml"
-    callback = {"class_path": "lit_medxchat.checkpointing.CompleteCheckpoint",
+    callback = {"class_path": "lit_medxchat.training.checkpointing.CompleteCheckpoint",
                 "init_args": {"dirpath": str(checkpoints)}}
     config.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
     argv = ["fit", "--config", str(config), "--ckpt_path", "last"]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from leftovers import end_leftovers
 
-from lit_medxchat.checkpointing import (
+from lit_medxchat.training.checkpointing import (
     IncompleteCheckpointError,
     WorldSizeMismatchError,
     convert_zero_to_fp32,

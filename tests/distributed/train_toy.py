@@ -23,8 +23,8 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from toy import ToyDataModule, ToyModel
 
-from lit_medxchat.checkpointing import CompleteCheckpoint
-from lit_medxchat.strategies import deepspeed_strategy
+from lit_medxchat.training.checkpointing import CompleteCheckpoint
+from lit_medxchat.training.strategies import deepspeed_strategy
 
 
 def _kill_process_group() -> None:
@@ -99,14 +99,14 @@ def main() -> None:
 
 def fit(args: argparse.Namespace, run_dir: Path, resume: bool) -> None:
     """One training run into `run_dir`; `resume` continues from its newest complete checkpoint."""
-    from lit_medxchat.checkpointing import find_last_complete_checkpoint
+    from lit_medxchat.training.checkpointing import find_last_complete_checkpoint
 
     torch.set_num_threads(1)
     seed_everything(args.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = False
     if args.wandb:
-        from lit_medxchat.wandb_run import wandb_logger
+        from lit_medxchat.training.wandb_run import wandb_logger
 
         resume_from = find_last_complete_checkpoint(run_dir / "checkpoints") if resume else None
         logger = wandb_logger(project="fault-tests", save_dir=str(run_dir / "wandb"), offline=True, tags=["test"],

@@ -55,7 +55,7 @@ def synth_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def chat_tokenizer(synth_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lit_medxchat.tokenizer_cli import main as tokenizer_main
+    from datamodules.tokenizer_cli import main as tokenizer_main
 
     out = tmp_path_factory.mktemp("tokenizer") / "tokenizer"
     assert tokenizer_main(["--data-dir", str(synth_shards), "--out", str(out), "--vocab-size", "600"]) == 0

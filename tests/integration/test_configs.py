@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_medxchat.train_cli import SHIPPED_CONFIGS, _cli_class, main, resolve_config, shipped_config_names
+from lit_medxchat.training.cli import SHIPPED_CONFIGS, _cli_class, main, resolve_config, shipped_config_names
 
 MODELS = ("view_classifier", "findings_classifier", "diffusion", "chat")
 

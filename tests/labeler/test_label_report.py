@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 from lit_medxchat.labeler import extract_mentions, label_report, label_reports, split_sentences
 
 

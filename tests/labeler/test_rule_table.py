@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 from lit_medxchat.labeler import label_report
 from tests.labeler.rule_table import RULES, TABLE, expected_labels
 

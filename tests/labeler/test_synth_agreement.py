@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 from lit_medxchat.labeler import label_reports
 from lit_medxchat.synth.findings import sample_findings
 from lit_medxchat.synth.report import write_report

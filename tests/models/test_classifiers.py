@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.models.classifiers import (
     FindingsClassifier,
     ViewClassifier,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lit_medxchat.constants import CHEXPERT_LABELS, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
 from lit_medxchat.models.diffusion import CXRDiffusion, tiny_diffusion_kwargs
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_medxchat.export import main as export_main
+from lit_medxchat.inference.export import main as export_main
 from lit_medxchat.models.classifiers import load_classifier
 from lit_medxchat.models.control_branch import TextControlNet
 from lit_medxchat.models.diffusion import CXRDiffusion
@@ -28,7 +28,7 @@ DDP_SCRIPT = textwrap.dedent(
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from lit_medxchat.constants import VIEW_SENTENCES
+    from lit_medxchat.core.constants import VIEW_SENTENCES
     from lit_medxchat.models.classifiers import FindingsClassifier, ViewClassifier
     from lit_medxchat.models.classifiers import tiny_findings_kwargs, tiny_view_kwargs
     from lit_medxchat.models.diffusion import CXRDiffusion, tiny_diffusion_kwargs
@@ -184,9 +184,9 @@ def test_llm_lora_checkpoint_exports_through_the_same_command(tmp_path):
     """`export` picks MedXChatLoRA from the checkpoint and writes a peft adapter + merged model."""
     from peft import PeftConfig
 
+    from lit_medxchat.core.tokenizer import train_tokenizer
     from lit_medxchat.models.checkpoint_io import filter_state_dict, trainable_keys
     from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
-    from lit_medxchat.tokenizer import train_tokenizer
 
     texts = ["PA view of the chest was obtained. findings: small left pleural effusion."] * 20
     train_tokenizer(texts, vocab_size=300, out_dir=tmp_path / "tokenizer")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from lit_medxchat.core.tokenizer import train_tokenizer
 from lit_medxchat.models.llm_lora import AdapterOptions, LLMOptions, LoRAOptions, MedXChatLoRA, tiny_options
 from lit_medxchat.models.visual_adapter import VisionOptions
-from lit_medxchat.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,16 @@ import subprocess
 import sys
 import textwrap
 
-from lit_medxchat.constants import XRAY_END, XRAY_START
-from lit_medxchat.conversation import SYSTEM_PROMPT
-from lit_medxchat.tokenizer import train_tokenizer
+from lit_medxchat.core.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.conversation import SYSTEM_PROMPT
+from lit_medxchat.core.tokenizer import train_tokenizer
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys
     import lightning.pytorch as pl
     import torch
-    from lit_medxchat.conversation import IGNORE_INDEX, encode_conversation, encode_prompt
+    from lit_medxchat.core.conversation import IGNORE_INDEX, encode_conversation, encode_prompt
     from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
 
     tokenizer_dir, out_dir = sys.argv[1], sys.argv[2]

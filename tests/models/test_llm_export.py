@@ -6,9 +6,9 @@ import json
 
 import torch
 
+from lit_medxchat.core.tokenizer import medxchat_token_ids, train_tokenizer
 from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
 from lit_medxchat.models.visual_adapter import AdapterOptions, build_visual_adapter
-from lit_medxchat.tokenizer import medxchat_token_ids, train_tokenizer
 
 
 def test_export_round_trip(tmp_path):

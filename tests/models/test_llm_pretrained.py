@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from lit_medxchat.core.tokenizer import medxchat_token_ids, train_tokenizer
 from lit_medxchat.models.llm_lora import LLMOptions, MedXChatLoRA, tiny_options
 from lit_medxchat.models.visual_adapter import VisionOptions
-from lit_medxchat.tokenizer import medxchat_token_ids, train_tokenizer
 
 
 def test_folders_as_backbones_train_and_export(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lit_medxchat.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
-from lit_medxchat.tokenizer import add_medxchat_tokens, medxchat_token_ids, train_tokenizer
+from lit_medxchat.core.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
+from lit_medxchat.core.tokenizer import add_medxchat_tokens, medxchat_token_ids, train_tokenizer
 
 TEXTS = [
     "PA view of the chest was obtained. findings: small left pleural effusion. impression: effusion.",

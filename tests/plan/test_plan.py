@@ -14,7 +14,7 @@ from lit_medxchat.plan.cli import main
 from lit_medxchat.plan.memory import StrategyPlan, model_state_bytes
 from lit_medxchat.plan.params import count_parameters
 from lit_medxchat.plan.probe import StepShapes, chat_step
-from lit_medxchat.train_cli import shipped_config_names
+from lit_medxchat.training.cli import shipped_config_names
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import json
 from prep_fixtures import read_shards
 
 from datamodules.prepare import PrepareOptions, prepare_mimic_cxr
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 
 def test_builtin_dataset_reconciles_with_its_shards(tmp_path):

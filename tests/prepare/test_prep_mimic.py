@@ -13,7 +13,7 @@ from prep_fixtures import add_bad_items, make_mimic_tree, read_shards
 
 from datamodules.prepare import PrepareOptions, prepare_mimic_cxr
 from datamodules.prepare_cli import main
-from lit_medxchat.constants import CHAT_TASKS, CHEXPERT_LABELS, VIEW_CLASSES, VIEW_SENTENCES
+from lit_medxchat.core.constants import CHAT_TASKS, CHEXPERT_LABELS, VIEW_CLASSES, VIEW_SENTENCES
 from lit_medxchat.labeler import label_report
 
 SPLITS = ("train", "validate", "test")

@@ -13,7 +13,7 @@ from prep_fixtures import make_iu_tree, make_mimic_tree, read_shards
 from view_fixtures import random_view_classifier, render_film, save_variant, trained_view_classifier
 
 from datamodules.prepare_cli import main
-from lit_medxchat.constants import VIEW_SENTENCES
+from lit_medxchat.core.constants import VIEW_SENTENCES
 from lit_medxchat.dialogues import DialogueBuilder
 
 SPLITS = ("train", "validate", "test")

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from datamodules.film_variation import FilmVariation, apply_film_variation
 from datamodules.transforms import square_grey
-from lit_medxchat.constants import VIEW_CLASSES
+from lit_medxchat.core.constants import VIEW_CLASSES
 from lit_medxchat.models.classifiers import ViewClassifier, tiny_view_kwargs
 
 TRAIN_SIZE = 32

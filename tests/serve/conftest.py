@@ -34,7 +34,7 @@ class FitRuns:
 
 
 def _fit(config: str, run: Path, shards: Path, extra: list[str]) -> Path:
-    from lit_medxchat.train_cli import main as fit_main
+    from lit_medxchat.training.cli import main as fit_main
 
     argv = ["fit", "--config", config, "--data.init_args.data_dir", str(shards), "--trainer.default_root_dir",
             str(run), "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval",
@@ -49,8 +49,8 @@ def fit_runs(tmp_path_factory: pytest.TempPathFactory) -> FitRuns:
     import torch
 
     from datamodules.prepare_cli import main as prepare_main
+    from datamodules.tokenizer_cli import main as tokenizer_main
     from lit_medxchat.synth.cli import main as synth_main
-    from lit_medxchat.tokenizer_cli import main as tokenizer_main
 
     torch.set_num_threads(1)  # session fixtures run before the per-test thread setting
     root = tmp_path_factory.mktemp("serve-runs")
@@ -85,7 +85,7 @@ def cxr_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _dialogue_batch(model, pixels) -> dict:
     import torch
 
-    from lit_medxchat.conversation import IGNORE_INDEX, encode_conversation
+    from lit_medxchat.core.conversation import IGNORE_INDEX, encode_conversation
 
     encoded = []
     for num_images, texts in DIALOGUES:
@@ -108,10 +108,10 @@ def dialogue_run(fit_runs: FitRuns, cxr_file: Path, tmp_path_factory: pytest.Tem
     import lightning.pytorch as pl
     import torch
 
-    from lit_medxchat.checkpointing import CompleteCheckpoint
+    from lit_medxchat.inference.pipeline import newest_checkpoint, preprocess_images
     from lit_medxchat.models.llm_lora import GenerationOptions, MedXChatLoRA, OptimOptions
-    from lit_medxchat.pipeline import newest_checkpoint, preprocess_images
     from lit_medxchat.serve.uploads import decode_upload
+    from lit_medxchat.training.checkpointing import CompleteCheckpoint
 
     root = tmp_path_factory.mktemp("dialogue-run")
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from lit_medxchat.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.constants import XRAY_END, XRAY_START
 from lit_medxchat.serve.tasks import draw_request, question_request, report_request
 
 REPORT = "findings: small left pleural effusion."

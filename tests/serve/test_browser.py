@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 from serve_dialogues import DRAW_PROMPT, REPORT
 
-from lit_medxchat.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.constants import XRAY_END, XRAY_START
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import TimeoutException  # noqa: E402

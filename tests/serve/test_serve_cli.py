@@ -41,7 +41,7 @@ def test_missing_gradio_prints_the_install_hint(fit_runs, monkeypatch, capsys):
 
 
 def test_header_names_run_checkpoint_and_training_data(fit_runs):
-    from lit_medxchat.pipeline import newest_checkpoint
+    from lit_medxchat.inference.pipeline import newest_checkpoint
 
     checkpoint = newest_checkpoint(fit_runs.chat)
     run = describe_run("chat model", fit_runs.chat, checkpoint)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lit_medxchat.constants import CHEXPERT_LABELS
+from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 DICOM_RE = r"[0-9a-f]{8}(-[0-9a-f]{8}){4}"
 IMAGE_RE = re.compile(rf"files/p1\d/p(1\d{{7}})/s(5\d{{7}})/({DICOM_RE})\.jpg")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from lit_medxchat.constants import VIEW_CLASSES
+from lit_medxchat.core.constants import VIEW_CLASSES
 
 if TYPE_CHECKING:
     from datamodules.records import SourceScan

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lit_medxchat.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
+from lit_medxchat.core.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -123,7 +123,7 @@ def medxchat_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         token_id = tokenizer.convert_tokens_to_ids(token)
         if token_id is None or token_id == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(token_id) != token:
             raise ValueError(
-                f"tokenizer has no {token!r} token: build it with lit_medxchat.tokenizer.train_tokenizer "
+                f"tokenizer has no {token!r} token: build it with lit_medxchat.core.tokenizer.train_tokenizer "
                 "or call add_medxchat_tokens(tokenizer) before training."
             )
         ids.append(int(token_id))

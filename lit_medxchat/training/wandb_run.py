@@ -36,7 +36,7 @@ STEP_KEY = "trainer/global_step"
 
 def run_id_from_checkpoint(checkpoint: str | Path) -> str | None:
     """The W&B run id stored with a checkpoint (marker first, then the checkpoint itself); None if absent."""
-    from lit_medxchat.checkpointing import read_marker
+    from lit_medxchat.training.checkpointing import read_marker
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():

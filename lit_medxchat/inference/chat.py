@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"lit-medxchat chat: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    from lit_medxchat.pipeline import MedXChatPipeline
+    from lit_medxchat.inference.pipeline import MedXChatPipeline
 
     try:
         pipeline = MedXChatPipeline.from_run_dirs(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def shipped_config_names() -> list[str]:
@@ -46,7 +46,7 @@ def _resolve_last_checkpoint(argv: list[str]) -> list[str]:
     """`--ckpt_path last` -> the newest *complete* checkpoint of the run (never a half-written one)."""
     if "--ckpt_path" not in argv and not any(a.startswith("--ckpt_path=") for a in argv):
         return argv
-    from lit_medxchat.checkpointing import resolve_ckpt_path_args
+    from lit_medxchat.training.checkpointing import resolve_ckpt_path_args
 
     return resolve_ckpt_path_args(argv)
 

@@ -15,61 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def world_size() -> int:
-    """Number of processes in the default group (1 when not distributed)."""
-    return torch.distributed.get_world_size() if _distributed() else 1
-
-
-def global_rank() -> int:
-    """This process's rank in the default group (0 when not distributed)."""
-    return torch.distributed.get_rank() if _distributed() else 0
-
-
-def _to_cpu(obj: Any) -> Any:
-    """Tensors to CPU (anywhere in lists/tuples/dicts) so gathering never ships device memory."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` in rank order, on every rank (``[obj]`` without a process group).
-
-    Uses ``all_gather_object`` (pickling), so ranks may hold different amounts of data.
-    """
-    obj = _to_cpu(obj)
-    if world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def gather_lists(items: list[Any]) -> list[Any]:
-    """Concatenation of every rank's list, rank 0's items first."""
-    return [item for part in gather_objects(items) for item in part]
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank."""
-    if world_size() == 1:
-        return obj
-    box = [obj if global_rank() == src else None]
-    torch.distributed.broadcast_object_list(box, src=src)
-    return box[0]
+from lit_medxchat.core.distributed import broadcast_object, gather_lists, gather_objects, global_rank
 
 
 class CorpusMetricCallback(Callback):

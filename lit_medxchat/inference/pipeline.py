@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from lit_medxchat.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.constants import XRAY_END, XRAY_START
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -155,7 +155,7 @@ class MedXChatPipeline:
         `history` holds earlier `{"role": "user"|"assistant", "content": ...}` turns; the images
         belong to the first user turn. `generation` overrides `GenerationOptions` fields.
         """
-        from lit_medxchat.conversation import encode_prompt
+        from lit_medxchat.core.conversation import encode_prompt
 
         turns = list(history or []) + [{"role": "user", "content": instruction}]
         prompt = encode_prompt(
@@ -227,7 +227,7 @@ def newest_checkpoint(run_dir: Path) -> Path:
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FileNotFoundError(f"{folder} holds no *.ckpt: train the run first (`lit-medxchat fit --config ...`).")
-    from lit_medxchat.checkpointing import find_last_complete_checkpoint, marker_path
+    from lit_medxchat.training.checkpointing import find_last_complete_checkpoint, marker_path
 
     if any(marker_path(p).exists() for p in candidates):
         complete = find_last_complete_checkpoint(folder)

@@ -8,7 +8,7 @@ rank has finished writing, listing each file with its size and SHA-256. A checkp
 complete only when its marker exists and every listed file matches it; `last` resolves to the newest
 complete checkpoint and says which newer ones it skipped and why.
 
-Command line: `python -m lit_medxchat.checkpointing {verify,last,to-fp32} ...` (see `main`).
+Command line: `python -m lit_medxchat.training.checkpointing {verify,last,to-fp32} ...` (see `main`).
 """
 
 from __future__ import annotations
@@ -147,9 +147,9 @@ def verify_checkpoint(checkpoint: str | Path, *, verify: str = "sha256", world_s
     if marker is None:
         raise IncompleteCheckpointError(
             f"checkpoint {given} has no completion marker {marker_path(checkpoint).name}: it was interrupted while "
-            "being written (or saved without lit_medxchat.checkpointing.CompleteCheckpoint). Resume from an "
+            "being written (or saved without lit_medxchat.training.checkpointing.CompleteCheckpoint). Resume from an "
             "earlier checkpoint, or, if you know it is whole, mark it with "
-            f"`python -m lit_medxchat.checkpointing mark {given} --world-size N`."
+            f"`python -m lit_medxchat.training.checkpointing mark {given} --world-size N`."
         )
     root = checkpoint if checkpoint.is_dir() else checkpoint.parent
     for entry in marker["files"]:
@@ -185,7 +185,8 @@ def check_world_size(checkpoint: str | Path, marker: dict, world_size: int) -> N
         f"checkpoint {checkpoint} is a DeepSpeed ZeRO stage-{stage} checkpoint written by {written} ranks; this run "
         f"has {world_size}. Sharded optimizer states resume only with the same world size: relaunch with "
         f"{written} ranks (devices x num_nodes), or convert the weights to one fp32 file with "
-        f"`python -m lit_medxchat.checkpointing to-fp32 {checkpoint} weights.ckpt` (which `lit-medxchat export` "
+        f"`python -m lit_medxchat.training.checkpointing to-fp32 {checkpoint} weights.ckpt` "
+        f"(which `lit-medxchat export` "
         "reads) and start a new run from those weights (the optimizer state is not carried over)."
     )
 
@@ -270,14 +271,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def gather_rng_states(trainer: Any) -> list[dict[str, Any]]:
     """Every rank's RNG states, in rank order, on every rank (a collective: all ranks must call it)."""
-    import torch.distributed as dist
+    from lit_medxchat.core.distributed import gather_objects
 
-    states = collect_rng_states()
-    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, states)
-        return gathered
-    return [states]
+    return gather_objects(collect_rng_states())
 
 
 class CompleteCheckpoint(ModelCheckpoint):
@@ -307,7 +303,7 @@ class CompleteCheckpoint(ModelCheckpoint):
             verify_explicit_checkpoint(trainer.ckpt_path, verify=self.verify, world_size=trainer.world_size)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        from lit_medxchat.wandb_run import checkpoint_fields
+        from lit_medxchat.training.wandb_run import checkpoint_fields
 
         checkpoint.update(checkpoint_fields(trainer))  # the W&B run id travels with the weights
         checkpoint[RNG_KEY] = gather_rng_states(trainer)
@@ -332,7 +328,7 @@ class CompleteCheckpoint(ModelCheckpoint):
             self._pending_rng = None
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
-        from lit_medxchat.wandb_run import checkpoint_fields
+        from lit_medxchat.training.wandb_run import checkpoint_fields
 
         self.extra_marker_fields.update(checkpoint_fields(trainer))
         # Remove the old marker first: overwriting `last.ckpt` must not leave the old marker vouching for it.
@@ -408,7 +404,7 @@ def _option_value(argv: list[str], name: str) -> list[tuple[int, str]]:
 
 def _announce_resume(checkpoint: str | Path) -> None:
     """Tell `ContinuingWandbLogger` (created later by LightningCLI) which checkpoint's W&B run to continue."""
-    from lit_medxchat.wandb_run import RESUME_ENV
+    from lit_medxchat.training.wandb_run import RESUME_ENV
 
     os.environ[RESUME_ENV] = str(checkpoint)
 
@@ -483,8 +479,10 @@ def convert_zero_to_fp32(checkpoint: str | Path, output: str | Path, *, verify: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m lit_medxchat.checkpointing verify CKPT | last DIR | to-fp32 CKPT OUT | mark CKPT`."""
-    parser = argparse.ArgumentParser(prog="python -m lit_medxchat.checkpointing", description=__doc__.split("\n")[0])
+    """`python -m lit_medxchat.training.checkpointing verify CKPT | last DIR | to-fp32 CKPT OUT | mark CKPT`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lit_medxchat.training.checkpointing", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("verify", help="check a checkpoint against its completion marker")
     p.add_argument("checkpoint")

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             f"lit-medxchat tokenizer: error: --vocab-size must be at least 300, got {args.vocab_size}", file=sys.stderr
         )
         return 2
-    from lit_medxchat.tokenizer import train_tokenizer
+    from lit_medxchat.core.tokenizer import train_tokenizer
 
     texts = list(corpus_from_shards(args.data_dir, args.split))
     if not texts:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lit_medxchat.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
+from lit_medxchat.core.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
 
 IGNORE_INDEX = -100
 SYSTEM_PROMPT = (
@@ -71,7 +71,7 @@ def _special_id(tokenizer: Any, token: str) -> int:
     if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
         raise ValueError(
             f"tokenizer has no {token!r} token; add the special tokens {IMAGE_TOKEN!r}, {XRAY_START!r}, "
-            f"{XRAY_END!r} (lit_medxchat.tokenizer builds tokenizers that have them)"
+            f"{XRAY_END!r} (lit_medxchat.core.tokenizer builds tokenizers that have them)"
         )
     return int(token_id)
 

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
 # Shipped ZeRO configs (repository checkout only: `cluster/` is not installed).
-CLUSTER_DEEPSPEED_DIR = Path(__file__).resolve().parent.parent / "cluster" / "deepspeed"
+CLUSTER_DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "cluster" / "deepspeed"
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
