@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             module_name, function_name = target.split(":")
             function = getattr(importlib.import_module(module_name), function_name)
             # LightningCLI sub-commands keep their verb (fit/validate/...) in argv.
-            rest = argv if module_name.endswith("train_cli") else argv[len(words) :]
+            rest = argv if module_name == "lit_medxchat.training.cli" else argv[len(words) :]
             return int(function(rest) or 0)
     print(f"lit-medxchat: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
     return 2

@@ -62,6 +62,17 @@ def _cli_class():
         here keeps `--trainer.default_root_dir RUN` the one option that moves a whole run.
         """
 
+        def parse_arguments(self, parser, args) -> None:
+            """Parse exactly `args`, which `main` built from the command line (shipped config names resolved).
+
+            LightningCLI warns whenever `args` is given while `sys.argv` holds arguments, because it cannot tell
+            a Python call from a command line; here `args` *is* the command line, rewritten, so the warning
+            would be printed on every run and mean nothing.
+            """
+            from jsonargparse import Namespace
+
+            self.config = parser.parse_object(args) if isinstance(args, dict | Namespace) else parser.parse_args(args)
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             for callback in trainer.checkpoint_callbacks:
