@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lit_medxchat.training.completion import read_marker
+
 _STEP_IN_NAME = re.compile(r"epoch=(\d+)-step=(\d+)")
 
 
@@ -62,8 +64,6 @@ def newest_config(run_dir: Path) -> Path | None:
 
 
 def _step_and_epoch(checkpoint: Path) -> tuple[int | None, int | None]:
-    from lit_medxchat.training.checkpointing import read_marker
-
     marker = read_marker(checkpoint)
     if marker is not None:
         return marker.get("global_step"), marker.get("epoch")

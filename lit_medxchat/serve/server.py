@@ -34,7 +34,7 @@ class ServedRuns:
 def resolve_runs(chat_run: str | Path, diffusion_run: str | Path | None = None,
                  view_run: str | Path | None = None) -> ServedRuns:
     """Find each run's newest complete checkpoint; FileNotFoundError names the folder and the fix."""
-    from lit_medxchat.inference.pipeline import newest_checkpoint
+    from lit_medxchat.training.completion import newest_checkpoint
 
     chat_run = Path(chat_run)
     if not chat_run.is_dir():
