@@ -7,6 +7,9 @@ fingerprint, sha256, sample count, skipped items, conversions). A rerun reuses e
 whose state matches its fingerprint and whose tar still has the recorded sha256, and builds the
 rest; because tars are deterministic, the result equals an uninterrupted run. Manifests are
 written last, so a split without a manifest is a split still being prepared.
+
+Sources come from `datamodules.sources.registry` (`prepare_source`); a view classifier, when
+one is wanted, arrives already loaded (`FileViewPredictor`): this layer never imports models.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import multiprocessing
 import os
 import sys
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -39,6 +42,8 @@ from datamodules.shards import (
     write_json_atomic,
 )
 from datamodules.sources.images import JPEG_QUALITY, ImageError, encode_cxr_image
+from datamodules.sources.registry import DataSource, get_source
+from datamodules.view_fill import FileViewPredictor, describe, fill_views
 
 # Bump when the bytes a shard holds change for the same inputs: finished shards are then rebuilt.
 PIPELINE_VERSION = 1
@@ -463,25 +468,53 @@ def print_summary(result: PrepareResult, stream: TextIO) -> None:
             print(f"{title}: " + ", ".join(f"{name} {count}" for name, count in sorted(totals.items())), file=stream)
 
 
+def prepare_source(
+    source: str | DataSource,
+    out: str | Path,
+    arguments: Mapping[str, Any] | None = None,
+    options: PrepareOptions | None = None,
+    view_predictor: FileViewPredictor | None = None,
+) -> PrepareResult:
+    """`lit-medxchat data prepare <source>`: scan a registered source, fill missing views, write shards.
+
+    Args:
+        source: a name in `datamodules.sources.registry` ("mimic-cxr", "iu-xray", ...) or a `DataSource`.
+        out: the output folder (`<out>/<split>/shard-*.tar` and `manifest.json`).
+        arguments: the source's own options by keyword (`{"root": ..., "reports": ...}`); defaults filled in.
+        options: how to write the shards.
+        view_predictor: an already loaded view classifier (`FileViewPredictor`, such as
+            `lit_medxchat.inference.classify_views.ViewPredictor`): images without a source view get
+            its view, and a source that asks for it (IU X-ray with a views CSV) is compared with it.
+            Data preparation never loads a model itself.
+    """
+    source = get_source(source) if isinstance(source, str) else source
+    options = options or PrepareOptions()
+    scan_arguments = source.arguments(arguments or {})
+    scan = source.scan(progress=options.progress, **scan_arguments)
+    if view_predictor is not None:
+        summary = fill_views(
+            scan,
+            view_predictor,
+            compare=source.compares_views(scan_arguments),
+            source_name=source.view_source_name,
+            progress=options.progress,
+        )
+        print(describe(summary), file=sys.stdout)
+    return run_prepare(scan, out, options)
+
+
 def prepare_mimic_cxr(
     root: str | Path,
     out: str | Path,
     reports: str | Path | None = None,
     options: PrepareOptions | None = None,
-    views: ViewClassifierOptions | None = None,
+    view_predictor: FileViewPredictor | None = None,
 ) -> PrepareResult:
     """`lit-medxchat data prepare mimic-cxr`: a MIMIC-CXR-JPG tree (and its reports) to shards.
 
-    With `views`, images whose metadata lacks `ViewPosition` get the view classifier's view.
+    With `view_predictor`, images whose metadata lacks `ViewPosition` get the view classifier's view.
     """
-    from datamodules.sources.mimic_cxr import load_mimic_cxr
-
-    options = options or PrepareOptions()
-    predictor = _view_predictor(views, options)  # a bad model path fails before the scan
-    scan = load_mimic_cxr(root, reports, options.progress)
-    if predictor is not None:
-        _classify_views(scan, predictor, options, compare=False, source_name="metadata")
-    return run_prepare(scan, out, options)
+    return prepare_source("mimic-cxr", out, {"root": root, "reports": reports}, options, view_predictor)
 
 
 def prepare_iu_xray(
@@ -490,63 +523,24 @@ def prepare_iu_xray(
     out: str | Path,
     views_csv: str | Path | None = None,
     options: PrepareOptions | None = None,
-    views: ViewClassifierOptions | None = None,
+    view_predictor: FileViewPredictor | None = None,
 ) -> PrepareResult:
     """`lit-medxchat data prepare iu-xray`: Open-i XML reports and PNG images to shards.
 
-    With `views`, images the views CSV does not list (all of them without a CSV) get the view
-    classifier's view; with a CSV too, the CSV wins and the two are compared.
+    With `view_predictor`, images the views CSV does not list (all of them without a CSV) get the
+    view classifier's view; with a CSV too, the CSV wins and the two are compared.
     """
-    from datamodules.sources.iu_xray import load_iu_xray
-
-    options = options or PrepareOptions()
-    predictor = _view_predictor(views, options)  # a bad model path fails before the scan
-    scan = load_iu_xray(reports, images, views_csv, options.progress)
-    if predictor is not None:
-        _classify_views(scan, predictor, options, compare=views_csv is not None, source_name="csv")
-    return run_prepare(scan, out, options)
-
-
-@dataclass(frozen=True)
-class ViewClassifierOptions:
-    """`--view-classifier` / `--view-threshold`: fill missing views with a trained view classifier.
-
-    Args:
-        model: a `ViewClassifier` checkpoint or exported folder.
-        threshold: below this top-class probability the view stays unknown (OTHER, generic sentence).
-        batch_size: images per forward pass.
-        device: torch device of the classifier.
-    """
-
-    model: str | Path
-    threshold: float = 0.8
-    batch_size: int = 32
-    device: str = "cpu"
-
-
-def _view_predictor(views: ViewClassifierOptions | None, options: PrepareOptions) -> Any:
-    """The loaded view classifier (`lit_medxchat.inference.classify_views.ViewPredictor`), or None without one."""
-    if views is None:
-        return None
-    from lit_medxchat.inference.classify_views import ViewPredictor
-
-    return ViewPredictor(views.model, views.threshold, options.image_size, views.batch_size, views.device)
-
-
-def _classify_views(scan: SourceScan, predictor: Any, options: PrepareOptions, compare: bool, source_name: str) -> None:
-    from lit_medxchat.inference.classify_views import describe, fill_views
-
-    summary = fill_views(scan, predictor, compare=compare, source_name=source_name, progress=options.progress)
-    print(describe(summary), file=sys.stdout)
+    arguments = {"reports": reports, "images": images, "views_csv": views_csv}
+    return prepare_source("iu-xray", out, arguments, options, view_predictor)
 
 
 __all__ = [
     "PrepareOptions",
-    "ViewClassifierOptions",
     "PrepareResult",
     "build_sample",
     "plan_shards",
     "prepare_iu_xray",
     "prepare_mimic_cxr",
+    "prepare_source",
     "run_prepare",
 ]

@@ -12,7 +12,10 @@ import sys
 # command words -> "module:function"; each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "synth"): ("lit_medxchat.synth.cli:main", "render the built-in CXR dataset in the MIMIC-CXR-JPG layout"),
-    ("data", "prepare"): ("datamodules.prepare_cli:main", "convert MIMIC-CXR-JPG or IU X-ray to WebDataset shards"),
+    ("data", "prepare"): (
+        "lit_medxchat.inference.prepare_cli:main",
+        "convert MIMIC-CXR-JPG or IU X-ray to WebDataset shards",
+    ),
     ("tokenizer",): ("datamodules.tokenizer_cli:main", "train the chat tokenizer on the training shards' text"),
     ("fit",): ("lit_medxchat.training.cli:main", "train a model from a config (LightningCLI)"),
     ("validate",): ("lit_medxchat.training.cli:main", "validate a model from a config (LightningCLI)"),

@@ -13,8 +13,9 @@ validate (< 0.8) or test, the 7:1:2 proportions used by earlier IU X-ray work.
 Views: from `--views-csv` when given (columns `filename`/`image`/`image_id` and
 `projection`/`view`/`ViewPosition`; `Frontal` counts as PA: these outpatient studies are
 "PA and lateral"), else `OTHER` with an empty `view_position`, which `data prepare
---view-classifier` then fills (`lit_medxchat.inference.classify_views.fill_views`). Labels: our rule labeler on the
-impression (else findings), as CheXpert did for MIMIC-CXR.
+--view-classifier` then fills (`datamodules.view_fill.fill_views`). Labels: our rule labeler on the
+impression (else findings), as CheXpert did for MIMIC-CXR. The module declares itself to `data prepare`
+as `SOURCE` (`datamodules.sources.registry`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import re
 import tarfile
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from datamodules.records import CXRRecord, SourceScan
 from datamodules.sources.common import labels_from_report, read_table
+from datamodules.sources.registry import DataSource, SourceOption
 from lit_medxchat.core.constants import VIEW_CLASSES, view_class
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -222,3 +225,22 @@ def load_iu_xray(
         view_classes=list(VIEW_CLASSES),
     )
     return scan
+
+
+def _has_views_csv(arguments: Mapping[str, Any]) -> bool:
+    """With a views CSV, its views win and the classifier's are compared with them."""
+    return arguments.get("views_csv") is not None
+
+
+SOURCE = DataSource(
+    name="iu-xray",
+    help="the Open-i Indiana University collection",
+    options=(
+        SourceOption("--reports", "NLMCXR_reports.tgz or its folder (ecgen-radiology/*.xml)", required=True),
+        SourceOption("--images", "folder of the PNG images (NLMCXR_png)", required=True),
+        SourceOption("--views-csv", "CSV with image file names and projections (optional)"),
+    ),
+    scan=load_iu_xray,
+    view_source_name="csv",
+    compares_views=_has_views_csv,
+)

@@ -8,7 +8,8 @@ extracted tree, or inside ROOT/files (the built-in dataset). Columns are selecte
 Every image on disk and every metadata row ends up either as a record or as a skipped item with
 a reason; conversions (view unknown -> OTHER, labels from the labeler, split from the subject's
 other images) are counted per split. Images whose `ViewPosition` is empty keep an empty
-`view_position`; `data prepare --view-classifier` predicts their view (`lit_medxchat.inference.classify_views`).
+`view_position`; `data prepare --view-classifier` predicts their view (`datamodules.view_fill`).
+The module declares itself to `data prepare` as `SOURCE` (`datamodules.sources.registry`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from datamodules.records import SPLITS, CXRRecord, SourceScan
 from datamodules.sources.common import labels_from_report, normalise_id, parse_label, read_table
+from datamodules.sources.registry import DataSource, SourceOption
 from datamodules.sources.report_sections import ReportSections, extract_sections
 from lit_medxchat.core.constants import CHEXPERT_LABELS, view_class
 
@@ -267,3 +269,17 @@ def _with_study_images(planned: list[dict]) -> list[CXRRecord]:
     for fields in planned:
         by_study[fields["study_id"]].append((fields["dicom_id"], fields["view"]))
     return [CXRRecord(**fields, study_images=tuple(sorted(by_study[fields["study_id"]]))) for fields in planned]
+
+
+SOURCE = DataSource(
+    name="mimic-cxr",
+    help="a MIMIC-CXR-JPG tree (or the built-in dataset) with its reports",
+    options=(
+        SourceOption("--root", "folder with files/ and the mimic-cxr-2.0.0-*.csv.gz tables", required=True),
+        SourceOption(
+            "--reports", "mimic-cxr-reports.zip or the folder it was extracted to (default: reports under ROOT/files)"
+        ),
+    ),
+    scan=load_mimic_cxr,
+    view_source_name="metadata",  # a view classifier fills only the images whose ViewPosition is empty
+)

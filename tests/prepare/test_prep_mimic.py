@@ -12,8 +12,8 @@ from PIL import Image
 from prep_fixtures import add_bad_items, make_mimic_tree, read_shards
 
 from datamodules.prepare import PrepareOptions, prepare_mimic_cxr
-from datamodules.prepare_cli import main
 from lit_medxchat.core.constants import CHAT_TASKS, CHEXPERT_LABELS, VIEW_CLASSES, VIEW_SENTENCES
+from lit_medxchat.inference.prepare_cli import main
 from lit_medxchat.labeler import label_report
 
 SPLITS = ("train", "validate", "test")

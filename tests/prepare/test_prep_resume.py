@@ -15,7 +15,7 @@ from pathlib import Path
 from prep_fixtures import make_mimic_tree
 
 from datamodules.prepare import PrepareOptions, prepare_mimic_cxr
-from datamodules.prepare_cli import main
+from lit_medxchat.inference.prepare_cli import main
 
 SPLITS = ("train", "validate", "test")
 
@@ -25,7 +25,7 @@ KILLABLE = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     from datamodules import shards
-    from datamodules.prepare_cli import main
+    from lit_medxchat.inference.prepare_cli import main
 
     marker, stop_at = Path(sys.argv[1]), int(sys.argv[2])
     original, written = shards.ShardWriter.write, [0]

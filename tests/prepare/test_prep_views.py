@@ -12,9 +12,9 @@ import torch
 from prep_fixtures import make_iu_tree, make_mimic_tree, read_shards
 from view_fixtures import random_view_classifier, render_film, save_variant, trained_view_classifier
 
-from datamodules.prepare_cli import main
 from lit_medxchat.core.constants import VIEW_SENTENCES
 from lit_medxchat.dialogues import DialogueBuilder
+from lit_medxchat.inference.prepare_cli import main
 
 SPLITS = ("train", "validate", "test")
 COMMON = ["--image-size", "64", "--samples-per-shard", "4", "--workers", "1", "--no-progress"]

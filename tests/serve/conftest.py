@@ -48,8 +48,8 @@ def _fit(config: str, run: Path, shards: Path, extra: list[str]) -> Path:
 def fit_runs(tmp_path_factory: pytest.TempPathFactory) -> FitRuns:
     import torch
 
-    from datamodules.prepare_cli import main as prepare_main
     from datamodules.tokenizer_cli import main as tokenizer_main
+    from lit_medxchat.inference.prepare_cli import main as prepare_main
     from lit_medxchat.synth.cli import main as synth_main
 
     torch.set_num_threads(1)  # session fixtures run before the per-test thread setting

@@ -1,4 +1,12 @@
-"""`lit-medxchat data prepare {mimic-cxr,iu-xray}`: argument parsing only; the work is in `datamodules.prepare`."""
+"""`lit-medxchat data prepare <source>`: argument parsing, and the view classifier when one is asked for.
+
+One sub-command per source in `datamodules.sources.registry`, each with the source's own options
+and the shard options common to all. The work is `datamodules.prepare.prepare_source`.
+
+This front end sits above the model layer, not in `datamodules`, because `--view-classifier PATH`
+loads a trained model (`ViewPredictor`): data preparation itself only receives the loaded
+predictor, so `datamodules` never imports models.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,9 @@ import argparse
 import os
 import sys
 
-from datamodules.prepare import PrepareOptions, ViewClassifierOptions, prepare_iu_xray, prepare_mimic_cxr
+from datamodules.prepare import PrepareOptions, prepare_source
+from datamodules.sources.registry import DataSource, all_sources
+from datamodules.view_fill import DEFAULT_THRESHOLD
 
 
 def _default_workers() -> int:
@@ -32,37 +42,39 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="view-classifier checkpoint or exported folder: predicts the views the source lacks (optional)",
     )
     parser.add_argument(
-        "--view-threshold", type=float, default=0.8, help="below this probability a predicted view stays unknown (0.8)"
+        "--view-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="below this probability a predicted view stays unknown (0.8)",
     )
     parser.add_argument("--view-device", default="cpu", help="torch device of the view classifier (cpu)")
 
 
+def _add_source(parser: argparse.ArgumentParser, source: DataSource) -> None:
+    for option in source.options:
+        parser.add_argument(option.flag, required=option.required, default=option.default, help=option.help)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One sub-command per registered source: its own options first, then the common ones."""
+    known = all_sources()
     parser = argparse.ArgumentParser(
         prog="lit-medxchat data prepare",
-        description="Convert MIMIC-CXR-JPG or IU X-ray into WebDataset shards (docs/data-preparation.md). "
+        description=f"Convert a dataset ({', '.join(known)}) into WebDataset shards (docs/data-preparation.md). "
         "Rerunning the same command after an interruption reuses finished shards.",
     )
-    sources = parser.add_subparsers(dest="source", required=True)
-    mimic = sources.add_parser("mimic-cxr", help="a MIMIC-CXR-JPG tree (or the built-in dataset) with its reports")
-    mimic.add_argument("--root", required=True, help="folder with files/ and the mimic-cxr-2.0.0-*.csv.gz tables")
-    mimic.add_argument(
-        "--reports",
-        default=None,
-        help="mimic-cxr-reports.zip or the folder it was extracted to (default: reports under ROOT/files)",
-    )
-    _add_common(mimic)
-    iu = sources.add_parser("iu-xray", help="the Open-i Indiana University collection")
-    iu.add_argument("--reports", required=True, help="NLMCXR_reports.tgz or its folder (ecgen-radiology/*.xml)")
-    iu.add_argument("--images", required=True, help="folder of the PNG images (NLMCXR_png)")
-    iu.add_argument("--views-csv", default=None, help="CSV with image file names and projections (optional)")
-    _add_common(iu)
+    commands = parser.add_subparsers(dest="source", required=True)
+    for name, source in known.items():
+        command = commands.add_parser(name, help=source.help)
+        _add_source(command, source)
+        _add_common(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, prepare the shards, print the summary; 0 on success, 2 on unusable input."""
     args = build_parser().parse_args(argv)
+    source = all_sources()[args.source]
     try:
         options = PrepareOptions(
             image_size=args.image_size,
@@ -74,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             llm_timeout_s=args.llm_timeout,
             progress=not args.no_progress,
         )
-        views = None
+        view_predictor = None
         if args.view_classifier is not None:
-            views = ViewClassifierOptions(args.view_classifier, args.view_threshold, device=args.view_device)
-        if args.source == "mimic-cxr":
-            prepare_mimic_cxr(args.root, args.out, reports=args.reports, options=options, views=views)
-        else:
-            prepare_iu_xray(args.reports, args.images, args.out, views_csv=args.views_csv, options=options, views=views)
+            # Loaded before the scan, so that a bad model path fails before any work.
+            from lit_medxchat.inference.classify_views import ViewPredictor
+
+            view_predictor = ViewPredictor(
+                args.view_classifier, args.view_threshold, options.image_size, device=args.view_device
+            )
+        arguments = {option.keyword: getattr(args, option.keyword) for option in source.options}
+        prepare_source(source, args.out, arguments, options, view_predictor)
     except (FileNotFoundError, ValueError) as error:
         print(f"lit-medxchat data prepare {args.source}: {error}", file=sys.stderr)
         return 2
