@@ -111,12 +111,12 @@ def rewrite_for_plan(init_args: dict[str, Any], scratch: Path) -> list[str]:
 def _value_free_init() -> Iterator[None]:
     """Stand in for the few constructor helpers that read weight *values* (impossible on meta).
 
-    `llm_lora.embedding_rms` sets the adapter's initial output gain from the LLM's embedding RMS: a value,
+    `medxchat.embedding_rms` sets the adapter's initial output gain from the LLM's embedding RMS: a value,
     never a shape, so the plan uses 1.0 for meta weights and leaves real weights to the original.
     """
-    from lit_medxchat.models import llm_lora
+    from lit_medxchat.models import medxchat
 
-    original = getattr(llm_lora, "embedding_rms", None)
+    original = getattr(medxchat, "embedding_rms", None)
     if original is None:
         yield
         return
@@ -124,11 +124,11 @@ def _value_free_init() -> Iterator[None]:
     def embedding_rms(llm: Any) -> float:
         return 1.0 if llm.get_input_embeddings().weight.is_meta else original(llm)
 
-    llm_lora.embedding_rms = embedding_rms
+    medxchat.embedding_rms = embedding_rms
     try:
         yield
     finally:
-        llm_lora.embedding_rms = original
+        medxchat.embedding_rms = original
 
 
 def instantiate_on_meta(model_config: dict[str, Any], device: str = "meta") -> Any:

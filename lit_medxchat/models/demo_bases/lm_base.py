@@ -19,8 +19,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_medxchat.core.schedules import linear_warmup
+from lit_medxchat.models.causal_lm import build_llm, load_tokenizer
 from lit_medxchat.models.checkpoint_io import seeded_init
-from lit_medxchat.models.llm_lora import LLMOptions, build_llm, load_tokenizer
+from lit_medxchat.models.medxchat_options import LLMOptions
 
 
 class LMBasePretraining(L.LightningModule):
@@ -64,10 +66,7 @@ class LMBasePretraining(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.llm.parameters(), lr=self.hparams.learning_rate, weight_decay=0.0)
-        warmup = self.hparams.warmup_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(self.hparams.warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def export_llm_folder(self, out_dir: str | Path) -> Path:
