@@ -4,7 +4,9 @@
     lit-medxchat chat --run-dir runs/chat --sd-run-dir runs/sd --out drawn/ "Draw a lateral CXR with an effusion."
 
 Prints the answer; CXRs drawn for `<Xray> ... </Xray>` prompts are written to `--out` as PNGs
-and their paths printed. Exit code 0 on success, 2 on bad arguments or missing files.
+and their paths printed. Exit code 0 on success, 2 on bad arguments, missing files, or checkpoints
+that are refused (pickled objects, a class that is not ours, weights of another configuration).
+The chat model and CXR-SD are loaded as plain cores: no Lightning is imported.
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"lit-medxchat chat: image file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
+    from lit_medxchat.core.checkpoint_files import UnsafeCheckpointError
     from lit_medxchat.inference.pipeline import MedXChatPipeline
+    from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
+    from lit_medxchat.models.registry import UnknownModelError
 
     try:
         pipeline = MedXChatPipeline.from_run_dirs(
             args.run_dir, args.sd_run_dir, device=args.device, num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale, seed=args.seed,
         )
-    except FileNotFoundError as error:
+    except (FileNotFoundError, UnsafeCheckpointError, UnknownModelError, CheckpointMismatchError) as error:
         print(f"lit-medxchat chat: {error}", file=sys.stderr)
         return 2
     overrides = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("num_beams", args.num_beams))

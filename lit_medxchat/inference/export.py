@@ -1,22 +1,24 @@
 """`lit-medxchat export --ckpt PATH --out DIR`: a trained checkpoint to its libraries' own formats.
 
-The checkpoint names the module it came from (`module_class`, written by
-`TrainableOnlyCheckpoint`), its hyper-parameters rebuild the module (frozen bases from their
-`name_or_path` or their config + `init_seed`), the trainable weights are loaded with the strict
-key check, and the module's `export_pretrained(out_dir)` writes:
+The checkpoint names the model it came from (`module_class`, written by `TrainableOnlyCheckpoint`,
+or LightningCLI's `_class_path`); `lit_medxchat.models.registry` maps that name to the model's plain
+core, which is rebuilt from the hyper-parameters (frozen bases from their `name_or_path` or their
+config + `init_seed`), gets the trainable weights with the strict key check, and writes with its
+`export_pretrained(out_dir)`:
 
 - `MedXChatLoRA`: the LoRA adapter in peft format and a merged transformers model;
 - `CXRDiffusion`: the ControlNet copy in diffusers format plus the text-to-hint weights;
 - `ViewClassifier` / `FindingsClassifier`: transformers image classifiers.
 
-Reading a checkpoint is one function (`load_lightning_checkpoint`) passed to `export_checkpoint`,
-so a loader for sharded (DeepSpeed ZeRO) checkpoint folders can be swapped in.
+No Lightning is imported, and the file is read with `weights_only=True`: a checkpoint that pickles
+objects, or names a class that is not ours, is refused. Reading a checkpoint is one function
+(`load_lightning_checkpoint`) passed to `export_checkpoint`, so a loader for sharded (DeepSpeed
+ZeRO) checkpoint folders can be swapped in.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +26,8 @@ from typing import Any
 
 import torch
 
-# Class name -> "module:attribute". Only these are ever imported from a checkpoint's say-so.
-MODULE_CLASSES: dict[str, str] = {
-    "ViewClassifier": "lit_medxchat.models.classifiers:ViewClassifier",
-    "FindingsClassifier": "lit_medxchat.models.classifiers:FindingsClassifier",
-    "CXRDiffusion": "lit_medxchat.models.diffusion:CXRDiffusion",
-    "MedXChatLoRA": "lit_medxchat.models.llm_lora:MedXChatLoRA",
-}
+from lit_medxchat.core.checkpoint_files import load_checkpoint_file
+from lit_medxchat.models.registry import checkpoint_model_name, core_class
 
 CheckpointLoader = Callable[[Path], dict[str, Any]]
 
@@ -44,44 +41,17 @@ def load_lightning_checkpoint(path: Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise FileNotFoundError(f"--ckpt {path}: no such file")
-    # weights_only=False: hyper-parameters may hold option dataclasses. Only export checkpoints you trust.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(path, map_location="cpu")
     for key in ("state_dict", "hyper_parameters"):
         if key not in checkpoint:
             raise ValueError(f"--ckpt {path}: not a Lightning checkpoint of this project (no {key!r})")
     return checkpoint
 
 
-def module_class_name(checkpoint: dict[str, Any]) -> str:
-    """Which LightningModule wrote `checkpoint`: its `module_class`, else LightningCLI's `_class_path`."""
-    hparams = checkpoint.get("hyper_parameters", {})
-    for qualified in (checkpoint.get("module_class"), hparams.get("_class_path")):
-        if qualified:
-            name = str(qualified).rsplit(".", 1)[-1]
-            if name in MODULE_CLASSES:
-                return name
-            raise ValueError(f"checkpoint was written by {qualified!r}; export knows {sorted(MODULE_CLASSES)}")
-    raise ValueError(
-        "checkpoint does not say which module wrote it (no `module_class` nor `_class_path`): "
-        f"it was not written by one of {sorted(MODULE_CLASSES)}"
-    )
-
-
-def resolve_module_class(name: str) -> type:
-    """Import the class lazily (the LLM stack is only imported when exporting an LLM checkpoint)."""
-    module_name, attribute = MODULE_CLASSES[name].split(":")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-def rebuild_module(checkpoint: dict[str, Any]):
-    """Rebuild the module from the checkpoint's hyper-parameters and load its trainable weights."""
-    cls = resolve_module_class(module_class_name(checkpoint))
-    # LightningCLI stores `_class_path` / `_instantiator` beside the __init__ arguments.
-    hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")}
-    module = cls(**hparams)
-    module.on_load_checkpoint(checkpoint)  # same order as Lightning: hooks (e.g. EMA) before weights
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval()
+def rebuild_core(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> tuple[str, Any]:
+    """The model name the checkpoint gives and its core, rebuilt with the trainable weights (eval mode)."""
+    name = checkpoint_model_name(checkpoint, source)
+    return name, core_class(name).from_checkpoint(checkpoint, map_location="cpu")
 
 
 def export_checkpoint(
@@ -92,14 +62,14 @@ def export_checkpoint(
 ) -> list[Path]:
     """Export `ckpt` into `out_dir`; returns what `export_pretrained` wrote."""
     checkpoint = load_state(Path(ckpt))
-    module = rebuild_module(checkpoint)
+    name, core = rebuild_core(checkpoint, ckpt)
     kwargs = {}
-    if "include_base" in inspect.signature(module.export_pretrained).parameters:
+    if "include_base" in inspect.signature(core.export_pretrained).parameters:
         kwargs["include_base"] = include_base
     elif include_base:
-        raise ValueError(f"--include-base applies to CXRDiffusion checkpoints, not {type(module).__name__}")
+        raise ValueError(f"--include-base applies to CXRDiffusion checkpoints, not {name}")
     with torch.no_grad():
-        return list(module.export_pretrained(Path(out_dir), **kwargs))
+        return list(core.export_pretrained(Path(out_dir), **kwargs))
 
 
 def _parser() -> argparse.ArgumentParser:

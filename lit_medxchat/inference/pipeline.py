@@ -2,8 +2,10 @@
 answer asks for them.
 
 The chat model answers in text; when the answer holds `<Xray> prompt </Xray>`, each enclosed
-prompt goes to a text-to-CXR model (`CXRDiffusion`, or any object with the same `generate`) and
-the drawn images come back with the answer.
+prompt goes to a text-to-CXR model (`TextToCXR`, or any object with the same `generate`) and
+the drawn images come back with the answer. Both are the plain `nn.Module` cores of the trained
+models, loaded through `lit_medxchat.models.registry`: inference never imports Lightning, and a
+checkpoint can only make it build one of our models.
 """
 
 from __future__ import annotations
@@ -17,12 +19,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from lit_medxchat.core.checkpoint_files import load_checkpoint_file
 from lit_medxchat.core.constants import XRAY_END, XRAY_START
+from lit_medxchat.models.registry import UnknownModelError, checkpoint_model_name, core_class
+from lit_medxchat.training.completion import newest_checkpoint
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from lit_medxchat.models.llm_lora import MedXChatLoRA
+    from lit_medxchat.models.medxchat import MedXChatModel
+
+__all__ = [
+    "CXRGenerator",
+    "ChatResponse",
+    "MedXChatPipeline",
+    "extract_xray_prompts",
+    "load_image",
+    "load_module",
+    "newest_checkpoint",
+    "preprocess_images",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +46,7 @@ _XRAY_SPAN = re.compile(re.escape(XRAY_START) + r"(.*?)(?:" + re.escape(XRAY_END
 
 
 class CXRGenerator(Protocol):
-    """What the pipeline needs from a text-to-CXR model (`CXRDiffusion` satisfies it)."""
+    """What the pipeline needs from a text-to-CXR model (`TextToCXR` satisfies it)."""
 
     def generate(
         self, prompts: list[str], num_inference_steps: int = 20, guidance_scale: float = 3.0, seed: int = 0
@@ -120,8 +136,9 @@ class MedXChatPipeline:
     """Chat with a trained MedXChat: `pipeline("Describe the X-ray.", images=["cxr.jpg"])`.
 
     Args:
-        model: the chat model (eval mode is set here).
-        diffusion: a text-to-CXR model (`CXRDiffusion` or anything with its `generate`); None to
+        model: the chat model, a `MedXChatModel` or anything with its `tokenizer`, `num_image_tokens`,
+            `vision_tower`, `device` and `generate` (eval mode is set here).
+        diffusion: a text-to-CXR model (`TextToCXR` or anything with its `generate`); None to
             answer in text only (prompts are then reported in `ChatResponse.warnings`).
         max_length: prompt length cap in tokens; the oldest history turns are dropped to fit.
         num_inference_steps, guidance_scale, seed: passed to `diffusion.generate`.
@@ -129,7 +146,7 @@ class MedXChatPipeline:
 
     def __init__(
         self,
-        model: MedXChatLoRA,
+        model: MedXChatModel,
         diffusion: CXRGenerator | None = None,
         max_length: int = 1024,
         num_inference_steps: int = 20,
@@ -202,9 +219,9 @@ class MedXChatPipeline:
         """Load the newest checkpoints of a chat run (and a CXR-SD run) written by `lit-medxchat fit`.
 
         `chat_run` needs `checkpoints/*.ckpt` and `tokenizer/`; `diffusion_run` needs `checkpoints/*.ckpt`.
+        Raises FileNotFoundError (missing folders or files), `UnsafeCheckpointError` (a checkpoint pickles
+        objects), `UnknownModelError` (a checkpoint of a class that is not ours, or of the wrong model).
         """
-        from lit_medxchat.models.llm_lora import MedXChatLoRA
-
         chat_run = Path(chat_run)
         tokenizer_dir = chat_run / "tokenizer"
         if not (tokenizer_dir / "tokenizer_config.json").is_file():
@@ -213,37 +230,31 @@ class MedXChatPipeline:
                 "for the chat model (it saves RUN/tokenizer when training starts)."
             )
         checkpoint = newest_checkpoint(chat_run)
-        model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location=device, tokenizer=str(tokenizer_dir))
+        model = load_module(checkpoint, device, expected=CHAT_MODELS, tokenizer=str(tokenizer_dir))
         diffusion = None
         if diffusion_run is not None:
-            diffusion = load_module(newest_checkpoint(Path(diffusion_run)), device).eval()
+            diffusion = load_module(newest_checkpoint(Path(diffusion_run)), device, expected=TEXT_TO_CXR_MODELS)
         log.info("chat model %s%s", checkpoint, f", CXR-SD {diffusion_run}" if diffusion_run else "")
-        return cls(model.to(device), diffusion, **kwargs)
+        return cls(model, diffusion, **kwargs)
 
 
-def newest_checkpoint(run_dir: Path) -> Path:
-    """The newest complete `RUN/checkpoints/*.ckpt` (by completion marker, else by modification time)."""
-    folder = Path(run_dir) / "checkpoints"
-    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"{folder} holds no *.ckpt: train the run first (`lit-medxchat fit --config ...`).")
-    from lit_medxchat.training.checkpointing import find_last_complete_checkpoint, marker_path
-
-    if any(marker_path(p).exists() for p in candidates):
-        complete = find_last_complete_checkpoint(folder)
-        if complete is not None:
-            return complete
-    return candidates[-1]
+# Which of the registry's models may fill each role.
+CHAT_MODELS = ("MedXChatLoRA",)
+TEXT_TO_CXR_MODELS = ("CXRDiffusion",)
 
 
-def load_module(checkpoint: Path, device: str = "cpu") -> Any:
-    """Rebuild the LightningModule a checkpoint names in `module_class` (written by our models)."""
-    import importlib
+def load_module(
+    checkpoint: str | Path, device: str = "cpu", expected: Sequence[str] | None = None, **overrides: Any
+) -> Any:
+    """The plain core of the model that wrote `checkpoint`, in eval mode on `device`.
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    target = state.get("module_class")
-    if not target:
-        raise ValueError(f"{checkpoint} does not name its module class: it was not written by a lit-medxchat model.")
-    module_name, _, class_name = target.rpartition(".")
-    module_class = getattr(importlib.import_module(module_name), class_name)
-    return module_class.load_from_checkpoint(checkpoint, map_location=device)
+    The checkpoint is read with `weights_only=True` and the class it names is looked up in
+    `lit_medxchat.models.registry.MODEL_CORES`; anything else is refused before any import. `expected`
+    limits the models accepted (e.g. `CHAT_MODELS`); `overrides` replace hyper-parameters.
+    """
+    path = Path(checkpoint)
+    state = load_checkpoint_file(path, mmap=True)
+    name = checkpoint_model_name(state, path)
+    if expected is not None and name not in expected:
+        raise UnknownModelError(f"{path} holds a {name}, not one of {list(expected)}: pick the run of that model")
+    return core_class(name).from_checkpoint(state, map_location=device, **overrides).eval()
