@@ -36,25 +36,24 @@ from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 def _load(module: str | Path | nn.Module | None) -> nn.Module | None:
     if module is None or isinstance(module, nn.Module):
         return module
-    from lit_medxchat.models.classifiers import load_classifier
+    from lit_medxchat.models.image_classifier import load_classifier
 
     return load_classifier(module)
 
 
 def findings_scores(probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy and macro AUROC of (N, 14) probabilities against (N, 14) labels (1/0; -1 and nan ignored)."""
-    from callbacks.scoring.clinical import binary_auroc
+    from lit_medxchat.core.auroc import per_label_auroc
 
     defined = (labels == 0) | (labels == 1)
     if not defined.any():
         return {"acc": float("nan"), "auroc_macro": float("nan")}
     correct = ((probs >= threshold).float() == labels) & defined
     acc = float(correct.sum() / defined.sum())
-    aurocs, undefined = [], []
-    for j in range(labels.shape[1]):
-        mask = defined[:, j]
-        value = binary_auroc(labels[mask, j].numpy() == 1, probs[mask, j].double().numpy())
-        (undefined if math.isnan(value) else aurocs).append(CHEXPERT_LABELS[j] if math.isnan(value) else value)
+    targets = torch.where(defined, labels, torch.full_like(labels, -1.0))  # -1: left out of the label's AUROC
+    per_label = per_label_auroc(targets.numpy(), probs.double().numpy())
+    aurocs = [value for value in per_label if not math.isnan(value)]
+    undefined = [CHEXPERT_LABELS[j] for j, value in enumerate(per_label) if math.isnan(value)]
     if undefined:
         warnings.warn(
             f"text-to-CXR AUROC: {', '.join(undefined)} lack positives or negatives among the prompts; "

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from lit_medxchat.core.auroc import binary_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS, PAPER_CATEGORIES, PAPER_CATEGORY_SOURCES
 
 Labels = Mapping[str, float | None]
@@ -63,22 +64,6 @@ def label_matrix(labels: Sequence[Labels], categories: Sequence[str], uncertain_
             sources = PAPER_CATEGORY_SOURCES.get(cat, (cat,))
             out[i, j] = max(binarise(item.get(s), uncertain_as) for s in sources)
     return out
-
-
-def binary_auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
-    """AUROC by the Mann-Whitney statistic with average ranks for ties; nan without both classes."""
-    y_true = np.asarray(y_true, dtype=bool)
-    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = np.asarray(scores)[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # average rank (1-based) within each run of equal scores
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first, counts, strict=True):
-        ranks[order[start : start + count]] = start + (count + 1) / 2.0
-    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def _f1(tp: float, fp: float, fn: float) -> float:

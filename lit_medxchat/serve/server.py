@@ -51,7 +51,7 @@ def resolve_runs(chat_run: str | Path, diffusion_run: str | Path | None = None,
 def load_engine(runs: ServedRuns, output_dir: Path, device: str = "cpu", max_length: int = 1024) -> ChatEngine:
     """Load the chat pipeline (and CXR-SD, and the view classifier) from the resolved checkpoints."""
     from lit_medxchat.inference.pipeline import MedXChatPipeline
-    from lit_medxchat.models.classifiers import ViewClassifier, load_classifier
+    from lit_medxchat.models.image_classifier import load_classifier
     from lit_medxchat.serve.engine import ChatEngine
 
     pipeline = MedXChatPipeline.from_run_dirs(
@@ -60,8 +60,8 @@ def load_engine(runs: ServedRuns, output_dir: Path, device: str = "cpu", max_len
     view_classifier = None
     if runs.view is not None:
         view_classifier = load_classifier(runs.view.checkpoint, map_location=device)
-        if not isinstance(view_classifier, ViewClassifier):
-            raise ValueError(f"--view-run {runs.view.run_dir} holds a {type(view_classifier).__name__}, "
+        if view_classifier.kind != "view":
+            raise ValueError(f"--view-run {runs.view.run_dir} holds a {view_classifier.kind} classifier, "
                              "not a view classifier (train one with `lit-medxchat fit --config .../view_classifier`)")
     return ChatEngine(pipeline, output_dir, view_classifier)
 

@@ -6,10 +6,11 @@ under (`id=<stored id>, resume="allow"`), and drops metric rows whose step is no
 the run had already logged before the restart (those steps are recomputed identically after an exact
 resume; W&B would reject them anyway), counting and reporting how many it dropped.
 
-Where the id comes from, first match wins: the `id` argument; `resume_checkpoint`; the environment
-variable `LIT_MEDXCHAT_RESUME_CHECKPOINT` (set by `lit-medxchat fit --ckpt_path ...`); none -> a new run.
-The id is read from the checkpoint's completion marker (no tensor is loaded) or, failing that, from the
-checkpoint's `wandb` entry. `CompleteCheckpoint` stores both.
+Where the id comes from, first match wins: the `id` argument; `resume_checkpoint` (given by the
+script, or handed over by `lit-medxchat fit --ckpt_path ...`, see `lit_medxchat.training.cli`); none ->
+a new run. The id is read from the checkpoint's completion marker (no tensor is loaded) or, failing
+that, from the checkpoint's `wandb` entry. `CompleteCheckpoint` stores both, asking this logger for them
+through `checkpoint_fields()`: this module reads checkpoints, the checkpoint modules never import it.
 
 Offline mode (`offline=True` or `WANDB_MODE=offline`) needs no account; offline runs with the same id
 merge when uploaded with `wandb sync`.
@@ -29,14 +30,13 @@ from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
-RESUME_ENV = "LIT_MEDXCHAT_RESUME_CHECKPOINT"
 CHECKPOINT_KEY = "wandb"
 STEP_KEY = "trainer/global_step"
 
 
 def run_id_from_checkpoint(checkpoint: str | Path) -> str | None:
     """The W&B run id stored with a checkpoint (marker first, then the checkpoint itself); None if absent."""
-    from lit_medxchat.training.checkpointing import read_marker
+    from lit_medxchat.training.completion import read_marker
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
@@ -45,27 +45,15 @@ def run_id_from_checkpoint(checkpoint: str | Path) -> str | None:
     if marker is not None:
         run = (marker.get("extra") or {}).get(CHECKPOINT_KEY) or {}
         return run.get("id")
-    import torch
+    from lit_medxchat.core.checkpoint_files import load_checkpoint_file
 
     if checkpoint.is_dir():  # DeepSpeed: rank 0's model-states file holds Lightning's client state
         candidates = sorted(checkpoint.rglob("*mp_rank_00_model_states.pt"))
         if not candidates:
             return None
         checkpoint = candidates[0]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    state = load_checkpoint_file(checkpoint, map_location="cpu", mmap=True)
     return (state.get(CHECKPOINT_KEY) or {}).get("id")
-
-
-def checkpoint_fields(trainer: Any) -> dict[str, Any]:
-    """What to store with a checkpoint so a resume finds the run: {"wandb": {id, project, last_step}} or {}."""
-    for logger in getattr(trainer, "loggers", []):
-        if isinstance(logger, WandbLogger):
-            run_id = logger.version
-            if run_id is None:
-                return {}
-            last_step = getattr(logger, "last_logged_step", None)
-            return {CHECKPOINT_KEY: {"id": run_id, "project": logger.name, "last_step": last_step}}
-    return {}
 
 
 class ContinuingWandbLogger(WandbLogger):
@@ -75,7 +63,8 @@ class ContinuingWandbLogger(WandbLogger):
         project: W&B project. entity: team or user (None: your default). tags: run tags.
         name: display name. save_dir: local folder of W&B files (offline runs live here).
         offline: write locally only (no account needed); upload later with `wandb sync`.
-        resume_checkpoint: checkpoint being resumed (else `$LIT_MEDXCHAT_RESUME_CHECKPOINT`).
+        resume_checkpoint: checkpoint being resumed; can also be set (before the run starts) through the
+            `resume_checkpoint` attribute, which is how `lit-medxchat fit --ckpt_path` hands it over.
         id: force a run id (takes precedence over the checkpoint's).
         kwargs: passed to `WandbLogger` / `wandb.init` (group, job_type, notes, mode, ...).
     """
@@ -98,17 +87,37 @@ class ContinuingWandbLogger(WandbLogger):
         if tags:
             kwargs["tags"] = list(tags)
         super().__init__(project=project, name=name, save_dir=save_dir, offline=offline, id=id, **kwargs)
-        self._resume_checkpoint = resume_checkpoint
+        self._resume_checkpoint = str(resume_checkpoint) if resume_checkpoint else None
         self._resume_step: int | None = None
         self.last_logged_step: int | None = None
         self.skipped_rows = 0
+
+    @property
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint whose W&B run this logger continues (None: a new run, unless `id` is given)."""
+        return self._resume_checkpoint
+
+    @resume_checkpoint.setter
+    def resume_checkpoint(self, checkpoint: str | Path | None) -> None:
+        if self._experiment is not None:
+            raise RuntimeError(
+                f"ContinuingWandbLogger: W&B run {self._experiment.id} is already open; set resume_checkpoint="
+                f"{checkpoint} before the trainer starts (or pass it to the constructor)"
+            )
+        self._resume_checkpoint = str(checkpoint) if checkpoint else None
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """What `CompleteCheckpoint` stores so a resume finds the run: {"wandb": {id, project, last_step}} or {}."""
+        if self.version is None:
+            return {}
+        return {CHECKPOINT_KEY: {"id": self.version, "project": self.name, "last_step": self.last_logged_step}}
 
     def _resolve_resume(self) -> None:
         """Before wandb.init: adopt the checkpoint's run id and `resume="allow"`."""
         if self._wandb_init.get("id"):
             self._wandb_init.setdefault("resume", "allow")
             return
-        checkpoint = self._resume_checkpoint or os.environ.get(RESUME_ENV)
+        checkpoint = self._resume_checkpoint
         if not checkpoint:
             return
         run_id = run_id_from_checkpoint(checkpoint)

@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from callbacks.scoring.clinical import binarise, binary_auroc, clinical_efficacy, efficacy_scores, label_matrix
+from callbacks.scoring.clinical import binarise, clinical_efficacy, efficacy_scores, label_matrix
+from lit_medxchat.core.auroc import binary_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS
 
 
