@@ -113,7 +113,11 @@ def _metrics_csv(run_dir: Path) -> str:
 
 
 class Demo:
-    """The stages of the demo, sharing one output folder and one scale."""
+    """The stages of the demo, sharing one output folder and one scale.
+
+    Each stage method returns its record (`lit_medxchat.demo.results`); a later stage reads the
+    records it depends on through `self.runner.result(name, record_type)`, fresh or from a marker.
+    """
 
     def __init__(self, out: Path, scale: DemoScale, seed: int, workers: int, phantom: bool) -> None:
         self.out, self.scale, self.seed, self.workers, self.phantom = out, scale, seed, workers, phantom

@@ -174,8 +174,11 @@ def _figures(folders: DemoFolders, results: DemoResults) -> list[Figure]:
 def write_run_report(
     folders: DemoFolders, results: DemoResults, timings: dict[str, float], seconds: float
 ) -> tuple[Path, Path, str]:
-    """Write `report.md`, `report.html` and `evidence.json` under `folders.out`; return both reports' paths
-    and the evidence as a plain-text table for the terminal. `timings` are seconds per stage name."""
+    """Write `report.md`, `report.html` and `evidence.json` under `folders.out`.
+
+    Returns both reports' paths and the evidence as a plain-text table for the terminal; `timings` are
+    seconds per stage name, `seconds` the run's wall time.
+    """
     rows = evidence_rows(results.evaluate_classifiers, results.evaluate_chat, results.evaluate_diffusion)
     figures = _figures(folders, results)
     synth, shards = results.synth, results.prepare.splits()

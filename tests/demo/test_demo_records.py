@@ -3,6 +3,7 @@ dict-returning stages still load, a marker of another layout is recomputed, and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -10,6 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lit_medxchat.demo.records import MarkerLayoutError, from_json, to_json
@@ -181,3 +183,32 @@ def test_evidence_rows_read_the_records(tmp_path: Path) -> None:
     fid = by_metric["CXR-SD", "FID (64)"]
     assert (fid.value, fid.baseline, fid.lower_is_better) == (40.0, 40.0, True)
     assert len(rows) == 3 + 6 + 9 + 3 + 1 + 3  # classifiers, per-finding AUROCs, reports, VQA, t2i, CXR-SD
+
+
+def test_a_finished_demo_renders_its_report_from_the_markers_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from lit_medxchat.demo import summary
+    from lit_medxchat.demo.plots import contact_sheet
+    from lit_medxchat.demo.run import SCALES, main
+
+    monkeypatch.setattr(summary, "_log_to_wandb", lambda out, rows: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    results = old_layout_results(tmp_path)
+    for name, payload in results.items():
+        marker = {"fingerprint": {"scale": dataclasses.asdict(SCALES["quick"]), "seed": 0, "phantom": False},
+                  "seconds": 2.0, "results": payload}
+        (tmp_path / "stages").mkdir(exist_ok=True)
+        (tmp_path / "stages" / f"{name}.json").write_text(json.dumps(marker))
+    for figure in ("synth-preview.png", "real-vs-generated.png"):
+        contact_sheet([("real", [np.zeros((8, 8))], ["x"])], tmp_path / "figures" / figure)
+
+    assert main(["--out", str(tmp_path), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done earlier (2 s), skipped") == len(RECORDS) and "report: " in out
+    html = (tmp_path / "report.html").read_text()
+    assert "Built-in dataset: 10 studies, 20 images (phantom); shards: train 14, validate 3, test 3." in html
+    evidence = json.loads((tmp_path / "evidence.json").read_text())
+    assert {row["model"] for row in evidence["rows"]} >= {"view classifier", "LLM-LoRA VQA", "CXR-SD"}
