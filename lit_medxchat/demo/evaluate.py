@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from callbacks.corpus_metric import CorpusMetricCallback
-from callbacks.scoring.clinical import binary_auroc
+from lit_medxchat.core.auroc import macro_auroc, per_label_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.demo.results import (
     BranchEvaluation,
@@ -72,13 +72,11 @@ def view_accuracy(outputs: dict[str, np.ndarray], train_views: list[int]) -> dic
 
 def findings_auroc(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per-label AUROC over the labels the mask keeps; macro over labels with positives and negatives."""
-    per_label: dict[str, float] = {}
-    for index, name in enumerate(CHEXPERT_LABELS):
-        keep = outputs["label_mask"][:, index] > 0
-        per_label[name] = binary_auroc(outputs["labels"][keep, index].round() == 1, outputs["probs"][keep, index])
-    defined = [v for v in per_label.values() if not np.isnan(v)]
+    kept = outputs["label_mask"] > 0
+    targets = np.where(kept, (outputs["labels"].round() == 1).astype(np.float64), -1.0)  # -1: not scored
+    per_label = dict(zip(CHEXPERT_LABELS, per_label_auroc(targets, outputs["probs"]), strict=True))
     return {
-        "macro_auroc": float(np.mean(defined)) if defined else float("nan"),
+        "macro_auroc": macro_auroc(targets, outputs["probs"]),
         "per_label": per_label,
         "labels_scored": [k for k, v in per_label.items() if not np.isnan(v)],
     }
@@ -99,7 +97,7 @@ def evaluate_classifiers(
     The majority view is the training split's, read from the same shards.
     """
     from datamodules.classifier import ClassifierDataModule
-    from lit_medxchat.models.classifiers import load_classifier
+    from lit_medxchat.models.image_classifier import load_classifier
 
     def test_data(model: Any, **labels: str) -> ClassifierDataModule:
         """The test split as `model` sees it: its input size and normalisation, no augmentation."""

@@ -63,14 +63,14 @@ class ViewPredictor:
             raise ValueError(f"view threshold {threshold}: give a probability in (0, 1]")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: give at least 1")
-        from lit_medxchat.models.classifiers import ViewClassifier, load_classifier
+        from lit_medxchat.models.image_classifier import load_classifier
 
         path = Path(model)
         if not path.exists():
             raise FileNotFoundError(f"view classifier {path}: no such checkpoint file or exported folder")
         self.model = load_classifier(path, map_location=device)
-        if not isinstance(self.model, ViewClassifier):
-            raise ValueError(f"{path} is a {type(self.model).__name__}, not a view classifier")
+        if self.model.kind != "view":
+            raise ValueError(f"{path} is a {self.model.kind} classifier, not a view classifier")
         self.threshold = float(threshold)
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
