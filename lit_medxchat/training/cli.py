@@ -46,7 +46,7 @@ def _resolve_last_checkpoint(argv: list[str]) -> list[str]:
     """`--ckpt_path last` -> the newest *complete* checkpoint of the run (never a half-written one)."""
     if "--ckpt_path" not in argv and not any(a.startswith("--ckpt_path=") for a in argv):
         return argv
-    from lit_medxchat.training.checkpointing import resolve_ckpt_path_args
+    from lit_medxchat.training.resume_args import resolve_ckpt_path_args
 
     return resolve_ckpt_path_args(argv)
 
@@ -73,12 +73,40 @@ def _cli_class():
 
             self.config = parser.parse_object(args) if isinstance(args, dict | Namespace) else parser.parse_args(args)
 
+        def before_instantiate_classes(self) -> None:
+            """Checkpoints are read with `weights_only=True` unless `--weights_only false` is given.
+
+            Lightning passes `weights_only=None` on to `torch.load`, whose default changed across torch
+            releases; our checkpoints hold only tensors and plain values, so say it explicitly.
+            """
+            if self.subcommand is None:
+                return
+            arguments = self.config[self.subcommand]
+            if "weights_only" in arguments and arguments["weights_only"] is None:
+                arguments["weights_only"] = True
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             for callback in trainer.checkpoint_callbacks:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+            self._hand_resume_checkpoint_to_loggers(trainer)
             return trainer
+
+        def _hand_resume_checkpoint_to_loggers(self, trainer) -> None:
+            """Tell a `ContinuingWandbLogger` which checkpoint is resumed, so it reopens that checkpoint's W&B run.
+
+            `ckpt_path` is a real path here once `--ckpt_path last` was resolved by `main`; a value Lightning
+            still has to resolve itself (`last` without a known folder, `best`, `hpc`) is not handed over.
+            """
+            from lit_medxchat.training.wandb_run import ContinuingWandbLogger
+
+            ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+            if not ckpt_path or not Path(ckpt_path).exists():
+                return
+            for logger in trainer.loggers:
+                if isinstance(logger, ContinuingWandbLogger) and logger.resume_checkpoint is None:
+                    logger.resume_checkpoint = ckpt_path
 
     return MedXChatCLI
 
@@ -102,5 +130,8 @@ def build_cli(argv: list[str], run: bool = True):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = _resolve_last_checkpoint(_resolve_config_args(argv))
-    build_cli(argv)
+    from lit_medxchat.core.quiet import quiet_training
+
+    with quiet_training():
+        build_cli(argv)
     return 0

@@ -33,7 +33,6 @@ def phantom_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _fit(run: Path, shards: Path, losses: Path, kill_at_step: int, resume: bool, tmp: Path):
     env = dict(os.environ, PYTHONPATH=str(HERE), WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp),
                WANDB_CACHE_DIR=str(tmp / "wc"), WANDB_CONFIG_DIR=str(tmp / "wcfg"), PYTHONWARNINGS="ignore")
-    env.pop("LIT_MEDXCHAT_RESUME_CHECKPOINT", None)
     env.pop("WANDB_SERVICE", None)  # never attach to a W&B service an earlier test in this process started
     args = [sys.executable, "-m", "lit_medxchat.cli", "fit", "--config", "tiny/findings_classifier",
             "--data.data_dir", str(shards), "--trainer.default_root_dir", str(run), "--trainer.max_steps", "8",

@@ -18,10 +18,10 @@ import pytest
 import torch
 from leftovers import end_leftovers
 
-from lit_medxchat.training.checkpointing import (
+from lit_medxchat.training.checkpointing import convert_zero_to_fp32
+from lit_medxchat.training.completion import (
     IncompleteCheckpointError,
     WorldSizeMismatchError,
-    convert_zero_to_fp32,
     find_last_complete_checkpoint,
     read_marker,
     verify_checkpoint,

@@ -23,7 +23,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from toy import ToyDataModule, ToyModel
 
-from lit_medxchat.training.checkpointing import CompleteCheckpoint
+from lit_medxchat.training.checkpoint_callback import CompleteCheckpoint
 from lit_medxchat.training.strategies import deepspeed_strategy
 
 
@@ -99,7 +99,7 @@ def main() -> None:
 
 def fit(args: argparse.Namespace, run_dir: Path, resume: bool) -> None:
     """One training run into `run_dir`; `resume` continues from its newest complete checkpoint."""
-    from lit_medxchat.training.checkpointing import find_last_complete_checkpoint
+    from lit_medxchat.training.completion import find_last_complete_checkpoint
 
     torch.set_num_threads(1)
     seed_everything(args.seed, workers=True)
@@ -132,7 +132,7 @@ def fit(args: argparse.Namespace, run_dir: Path, resume: bool) -> None:
         num_sanity_val_steps=0,
         deterministic=True,
     )
-    trainer.fit(ToyModel(), ToyDataModule(), ckpt_path="last" if resume else None)
+    trainer.fit(ToyModel(), ToyDataModule(), ckpt_path="last" if resume else None, weights_only=True)
     if trainer.is_global_zero:
         result = {"global_step": trainer.global_step, "world_size": trainer.world_size, "ckpt_path": trainer.ckpt_path}
         if args.wandb:

@@ -111,7 +111,7 @@ def dialogue_run(fit_runs: FitRuns, cxr_file: Path, tmp_path_factory: pytest.Tem
     from lit_medxchat.inference.pipeline import newest_checkpoint, preprocess_images
     from lit_medxchat.models.llm_lora import GenerationOptions, MedXChatLoRA, OptimOptions
     from lit_medxchat.serve.uploads import decode_upload
-    from lit_medxchat.training.checkpointing import CompleteCheckpoint
+    from lit_medxchat.training.checkpoint_callback import CompleteCheckpoint
 
     root = tmp_path_factory.mktemp("dialogue-run")
     torch.manual_seed(0)
