@@ -1,7 +1,14 @@
 """MedXChatPipeline and `lit-medxchat chat`: a tiny chat model trained for a few steps answers a
-report request from an image file and turns a text-to-CXR request into a drawn image."""
+report request from an image file and turns a text-to-CXR request into a drawn image; chat and export
+run without Lightning and refuse checkpoints that pickle objects or name a class that is not ours."""
 
 from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning
 import lightning.pytorch as pl
@@ -160,3 +167,87 @@ def test_chat_cli_without_sd_run_warns_and_bad_arguments_exit_2(chat_run, tmp_pa
     assert chat_main(["--run-dir", str(chat_run), "--image", str(tmp_path / "missing.jpg"), "hi"]) == 2
     assert chat_main(["--run-dir", str(tmp_path / "nothing"), "hi"]) == 2
     assert "has no tokenizer" in capsys.readouterr().err
+
+
+LIGHTNING_FREE_SCRIPT = """
+import json, sys
+from pathlib import Path
+{body}
+loaded = sorted({{m.split(".")[0] for m in sys.modules}} & {{"lightning", "pytorch_lightning", "lightning_fabric"}})
+print(json.dumps({{"result": result, "lightning": loaded}}))
+"""
+
+
+def _run_without_lightning(body: str, *args: str) -> dict:
+    """Run `body` (which sets `result`) in a fresh interpreter; returns its result and the Lightning modules loaded."""
+    script = LIGHTNING_FREE_SCRIPT.format(body=body)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_pipeline_answers_without_importing_lightning(chat_run):
+    body = (
+        "from lit_medxchat.inference.pipeline import MedXChatPipeline\n"
+        "result = MedXChatPipeline.from_run_dirs(sys.argv[1])(sys.argv[2]).answer\n"
+    )
+    out = _run_without_lightning(body, str(chat_run), DRAW)
+    assert out == {"result": f"{XRAY_START} {DRAWN_PROMPT} {XRAY_END}", "lightning": []}
+
+
+def test_export_without_importing_lightning(chat_run, tmp_path):
+    body = (
+        "from lit_medxchat.inference.export import export_checkpoint\n"
+        "result = [str(p) for p in export_checkpoint(sys.argv[1], sys.argv[2])]\n"
+    )
+    checkpoint = chat_run / "checkpoints" / "epoch=0-step=40.ckpt"
+    out = _run_without_lightning(body, str(checkpoint), str(tmp_path / "out"))
+    assert out["lightning"] == []
+    assert [Path(p).name for p in out["result"]] == ["lora", "base", "merged", "vision"]
+    assert (tmp_path / "out" / "merged" / "config.json").is_file()
+
+
+def _tampered_run(chat_run, tmp_path, change) -> Path:
+    """A copy of `chat_run` whose checkpoint was changed by `change(checkpoint)` and re-saved."""
+    run = tmp_path / "run"
+    shutil.copytree(chat_run / "tokenizer", run / "tokenizer")
+    checkpoint = torch.load(chat_run / "checkpoints" / "epoch=0-step=40.ckpt", weights_only=True)
+    change(checkpoint)
+    (run / "checkpoints").mkdir()
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    return run
+
+
+def test_checkpoints_pickling_objects_are_refused_naming_the_object(chat_run, tmp_path, capsys):
+    from fractions import Fraction
+
+    from lit_medxchat.core.checkpoint_files import UnsafeCheckpointError
+    from lit_medxchat.inference.export import main as export_main
+
+    run = _tampered_run(chat_run, tmp_path, lambda c: c["hyper_parameters"].update(note=Fraction(1, 3)))
+    with pytest.raises(UnsafeCheckpointError, match="pickled fractions.Fraction"):
+        MedXChatPipeline.from_run_dirs(run)
+    assert chat_main(["--run-dir", str(run), "--out", str(tmp_path / "out"), DRAW]) == 2
+    assert "pickled fractions.Fraction" in capsys.readouterr().err
+    with pytest.raises(UnsafeCheckpointError, match="pickled fractions.Fraction"):
+        export_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "export")])
+
+
+def test_checkpoints_naming_a_foreign_class_are_refused_without_importing_it(chat_run, tmp_path, capsys):
+    from lit_medxchat.inference.export import main as export_main
+    from lit_medxchat.inference.pipeline import CHAT_MODELS, load_module
+    from lit_medxchat.models.registry import UnknownModelError
+
+    run = _tampered_run(chat_run, tmp_path, lambda c: c.update(module_class="not_ours_at_all.Payload"))
+    with pytest.raises(UnknownModelError, match="'not_ours_at_all.Payload'.*not a lit-medxchat model"):
+        MedXChatPipeline.from_run_dirs(run)
+    assert chat_main(["--run-dir", str(run), "--out", str(tmp_path / "out"), DRAW]) == 2
+    assert "not_ours_at_all.Payload" in capsys.readouterr().err
+    with pytest.raises(UnknownModelError, match="not_ours_at_all.Payload"):
+        export_main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "export")])
+    assert "not_ours_at_all" not in sys.modules
+    # One of our models, in the wrong role: a chat run whose checkpoint says CXR-SD wrote it.
+    other = _tampered_run(chat_run, tmp_path / "other",
+                          lambda c: c.update(module_class="lit_medxchat.models.diffusion.CXRDiffusion"))
+    with pytest.raises(UnknownModelError, match="holds a CXRDiffusion, not one of \\['MedXChatLoRA'\\]"):
+        load_module(other / "checkpoints" / "last.ckpt", expected=CHAT_MODELS)
