@@ -444,7 +444,11 @@ class ShardBatchStream(IterableDataset):
         return SequentialShardReader(self.manifest, needed, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
 
     def __len__(self) -> int:
-        """Batches per epoch on this rank; the same on every rank for training streams."""
+        """Batches per epoch on this rank; the same on every rank for training streams.
+
+        Exact for any `num_workers` (the workers split these batches), which is why Lightning's warning that
+        an IterableDataset's `__len__` may be inaccurate is silenced (`lit_medxchat.core.quiet`).
+        """
         return len(self.plan())
 
     def _example(

@@ -313,6 +313,8 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
     from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPVisionConfig, CLIPVisionModel
 
+    from lit_medxchat.core.quiet import CLIP_OUTSIDE_VISION_TOWER, IMAGE_CLASSIFIER_HEAD, from_pretrained_expecting
+
     if options.name_or_path:
         try:
             config = AutoConfig.from_pretrained(options.name_or_path)
@@ -325,10 +327,13 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
             config = config.vision_config
         _check_patch_size(config, "vision.name_or_path")
         if isinstance(config, CLIPVisionConfig):
-            backbone = CLIPVisionModel.from_pretrained(options.name_or_path)
+            backbone = from_pretrained_expecting(CLIPVisionModel.from_pretrained, options.name_or_path,
+                                                 expected=CLIP_OUTSIDE_VISION_TOWER)
         else:
             backbone = _auto_model(
-                lambda: AutoModel.from_pretrained(options.name_or_path), "vision.name_or_path", options.name_or_path
+                lambda: from_pretrained_expecting(AutoModel.from_pretrained, options.name_or_path,
+                                                  expected=IMAGE_CLASSIFIER_HEAD),
+                "vision.name_or_path", options.name_or_path,
             )
         mean, std = _preprocessing_stats(options.name_or_path)
         processor_size = _preprocessing_size(options.name_or_path)
