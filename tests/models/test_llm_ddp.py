@@ -99,4 +99,4 @@ def test_two_process_ddp_trains_and_keeps_replicas_identical(tmp_path):
     assert all(len(r["predictions"]) == 2 for r in ranks)  # each rank generated for its validation batch
     (checkpoint_path,) = (tmp_path / "checkpoints").glob("*.ckpt")
     state = torch.load(checkpoint_path, weights_only=True)["state_dict"]
-    assert state and all(k.startswith("adapter.") or "lora_" in k or "trainable_tokens_delta" in k for k in state)
+    assert state and all(k.startswith("model.adapter.") or "lora_" in k or "trainable_tokens_delta" in k for k in state)
