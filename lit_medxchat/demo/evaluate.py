@@ -161,7 +161,7 @@ def _test_diffusion(
     from callbacks.image_metrics import ImageMetrics
     from datamodules.diffusion import DiffusionDataModule
 
-    model.hparams.val_generate_batches = 10**9  # generate for every test batch
+    model.sampling_options.val_generate_batches = 10**9  # generate for every test batch
     metrics = ImageMetrics(
         findings_classifier=str(findings_checkpoint),
         view_classifier=str(view_checkpoint),
@@ -231,8 +231,8 @@ def _contact_sheet(data_dir: Path, trained: Any, untrained: Any, out_path: Path)
     for label, model in (("trained branch", trained), ("untrained branch", untrained)):
         images = model.generate(
             prompts,
-            num_inference_steps=model.hparams.num_inference_steps,
-            guidance_scale=model.hparams.guidance_scale,
+            num_inference_steps=model.sampling_options.num_inference_steps,
+            guidance_scale=model.sampling_options.guidance_scale,
             seed=0,
         )
         rows.append((label, list(images[:, 0].numpy()), ["" for _ in prompts]))

@@ -246,13 +246,13 @@ class Demo:
             [
                 "--trainer.max_steps",
                 str(self.scale.sd_steps),
-                "--model.init_args.name_or_path",
+                "--model.init_args.base.name_or_path",
                 base,
-                "--model.init_args.vae_config",
+                "--model.init_args.base.vae_config",
                 "null",
-                "--model.init_args.unet_config",
+                "--model.init_args.base.unet_config",
                 "null",
-                "--model.init_args.text_encoder_config",
+                "--model.init_args.base.text_encoder_config",
                 "null",
             ],
         )

@@ -69,8 +69,9 @@ def rewrite_for_plan(init_args: dict[str, Any], scratch: Path) -> list[str]:
     """Replace `name_or_path` fields and unloadable tokenizers by architecture configs, in place.
 
     Returns notes for the report (what was stood in for). Fields follow our models' signatures:
-    `tokenizer`, `llm.name_or_path`, `vision.name_or_path` (MedXChatLoRA, LMBasePretraining), a
-    top-level `name_or_path` with `vae_config` (CXRDiffusion) or with `config` (classifiers).
+    `tokenizer`, `llm.name_or_path`, `vision.name_or_path` (MedXChatLoRA, LMBasePretraining),
+    `base.name_or_path` with `base.vae_config` (CXRDiffusion), a top-level `name_or_path` with `config`
+    (classifiers).
     """
     notes: list[str] = []
     tokenizer = init_args.get("tokenizer")
@@ -85,26 +86,33 @@ def rewrite_for_plan(init_args: dict[str, Any], scratch: Path) -> list[str]:
             options["config"] = reader(name, f"model.init_args.{group}.name_or_path")
             options["name_or_path"] = None
             notes.append(f"{group}: architecture of {name!r} (no weights read)")
+    sd_base = init_args.get("base")
+    if isinstance(sd_base, dict) and sd_base.get("name_or_path") and "vae_config" in sd_base:
+        notes.append(_rewrite_sd_base(sd_base))
     name = init_args.get("name_or_path")
-    if name and "vae_config" in init_args:
-        field_name = "model.init_args.name_or_path"
-        for part in ("vae", "unet", "text_encoder"):
-            config = arch.architecture_config(name, field_name, subfolder=part)
-            config.pop("model_type", None)
-            init_args[f"{part}_config"] = config
-        tokenizer_name = init_args.get("tokenizer_name_or_path")
-        if tokenizer_name is None or not Path(tokenizer_name).exists():
-            facts = arch.shipped_index().get(name, {}).get("tokenizer")
-            vocab = (facts or {}).get("vocab_size") or init_args["text_encoder_config"].get("vocab_size")
-            init_args["tokenizer_name_or_path"] = None
-            init_args["tokenizer_vocab_size"] = int(vocab)
-        init_args["name_or_path"] = None
-        notes.append(f"SD parts: architecture of {name!r} (no weights read)")
-    elif name and "config" in init_args:
+    if name and "config" in init_args:
         init_args["config"] = arch.architecture_config(name, "model.init_args.name_or_path")
         init_args["name_or_path"] = None
         notes.append(f"backbone: architecture of {name!r} (no weights read)")
     return notes
+
+
+def _rewrite_sd_base(sd_base: dict[str, Any]) -> str:
+    """CXR-SD's `base` group: the SD folder/hub id becomes its three architecture configs, in place."""
+    name = sd_base["name_or_path"]
+    field_name = "model.init_args.base.name_or_path"
+    for part in ("vae", "unet", "text_encoder"):
+        config = arch.architecture_config(name, field_name, subfolder=part)
+        config.pop("model_type", None)
+        sd_base[f"{part}_config"] = config
+    tokenizer_name = sd_base.get("tokenizer_name_or_path")
+    if tokenizer_name is None or not Path(tokenizer_name).exists():
+        facts = arch.shipped_index().get(name, {}).get("tokenizer")
+        vocab = (facts or {}).get("vocab_size") or sd_base["text_encoder_config"].get("vocab_size")
+        sd_base["tokenizer_name_or_path"] = None
+        sd_base["tokenizer_vocab_size"] = int(vocab)
+    sd_base["name_or_path"] = None
+    return f"SD parts: architecture of {name!r} (no weights read)"
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ trains, what stays frozen, sampling, validation outputs, checkpoints and config 
 from __future__ import annotations
 
 import copy
+from dataclasses import is_dataclass, replace
 
 import lightning as L
 import pytest
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
 from lit_medxchat.models.diffusion import CXRDiffusion, tiny_diffusion_kwargs
+from lit_medxchat.models.text_to_cxr import SDBaseOptions
 
 TEXTS = [
     f"{VIEW_SENTENCES['PA']} findings: small left pleural effusion. impression: effusion.",
@@ -56,8 +58,17 @@ def loader(batch: dict, batches: int = 1) -> DataLoader:
     return DataLoader(RepeatBatch(batch, n * batches), batch_size=n, shuffle=False)
 
 
+def tiny_kwargs(**changes) -> dict:
+    """The tiny arguments with `changes`: a dict for an option group changes those of its fields."""
+    kwargs = tiny_diffusion_kwargs()
+    for key, value in changes.items():
+        current = kwargs.get(key)
+        kwargs[key] = replace(current, **value) if isinstance(value, dict) and is_dataclass(current) else value
+    return kwargs
+
+
 def make_model(**changes) -> CXRDiffusion:
-    return CXRDiffusion(**{**tiny_diffusion_kwargs(), **changes})
+    return CXRDiffusion(**tiny_kwargs(**changes))
 
 
 def trainer(**changes) -> L.Trainer:
@@ -152,7 +163,7 @@ class ModeRecorder(L.Callback):
 
 def test_fit_lowers_loss_keeps_frozen_parts_in_eval_and_makes_text_matter():
     torch.manual_seed(0)
-    model = make_model(cfg_dropout_prob=0.0)
+    model = make_model(training={"cfg_dropout_prob": 0.0})
     batch = diffusion_batch()
     frozen_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
     before = fixed_eval_loss(model, batch)
@@ -179,7 +190,7 @@ def test_generate_is_seeded_in_range_and_both_samplers_work(model):
     assert not torch.equal(images, model.generate(TEXTS[:2], num_inference_steps=3, guidance_scale=3.0, seed=8))
     no_cfg = model.generate(TEXTS[:1], num_inference_steps=2, guidance_scale=1.0)
     assert no_cfg.shape == (1, 3, 32, 32)
-    dpm = make_model(sampler="dpm-solver").generate(TEXTS[:1], num_inference_steps=3)
+    dpm = make_model(sampling={"sampler": "dpm-solver"}).generate(TEXTS[:1], num_inference_steps=3)
     assert dpm.shape == (1, 3, 32, 32) and torch.isfinite(dpm).all()
 
 
@@ -192,7 +203,7 @@ class OutputRecorder(L.Callback):
 
 
 def test_validation_returns_images_for_the_metric_callbacks(model):
-    assert model.hparams.val_generate_batches == 1
+    assert model.hparams.sampling["val_generate_batches"] == 1
     recorder = OutputRecorder()
     batch = diffusion_batch(n=2)
     metrics = trainer(callbacks=[recorder]).validate(model, loader(batch, 2), verbose=False)
@@ -211,12 +222,14 @@ def test_validation_returns_images_for_the_metric_callbacks(model):
 
 
 def test_checkpoint_holds_only_trainable_weights_and_ema_and_loads_strictly(tmp_path):
-    model = make_model(ema_decay=0.9, cfg_dropout_prob=0.5)
+    model = make_model(ema={"decay": 0.9}, training={"cfg_dropout_prob": 0.5})
     run = trainer(max_steps=3, default_root_dir=tmp_path)
     run.fit(model, loader(diffusion_batch(), 3))
     path = tmp_path / "last.ckpt"
     run.save_checkpoint(path)
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=True)  # hyper-parameters are plain dicts, lists, str, numbers
+    assert checkpoint["hyper_parameters"]["ema"] == {"decay": 0.9}
+    assert checkpoint["hyper_parameters"]["base"]["unet_config"]["block_out_channels"] == [16, 32]
     assert set(checkpoint["state_dict"]) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(checkpoint["ema_state_dict"]) == {n.removeprefix("control.") for n in checkpoint["state_dict"]}
     assert checkpoint["module_class"].endswith("CXRDiffusion")
@@ -234,7 +247,7 @@ def test_checkpoint_holds_only_trainable_weights_and_ema_and_loads_strictly(tmp_
     assert torch.equal(restored.ema.shadow["controlnet.controlnet_mid_block.weight"], shadow)
 
     # Resume from the trainable-only checkpoint continues the step count and the EMA.
-    resumed = make_model(ema_decay=0.9, cfg_dropout_prob=0.5)
+    resumed = make_model(ema={"decay": 0.9}, training={"cfg_dropout_prob": 0.5})
     resume = trainer(max_steps=4, default_root_dir=tmp_path)
     resume.fit(resumed, loader(diffusion_batch(), 4), ckpt_path=path)
     assert resume.global_step == 4
@@ -266,25 +279,28 @@ def test_rebuilt_model_is_identical(model):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
+TINY_BASE = tiny_diffusion_kwargs()["base"]
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"unet_config": {**tiny_diffusion_kwargs()["unet_config"], "cross_attention_dim": 48}}, "cross_attention_dim"),
+        ({"base": {"unet_config": {**TINY_BASE.unet_config, "cross_attention_dim": 48}}}, "base.unet_config.cross_"),
         ({"image_size": 33}, "image_size"),
         ({"image_size": 34}, "image_size"),
-        ({"sampler": "euler"}, "sampler"),
-        ({"text_encoder_config": {**tiny_diffusion_kwargs()["text_encoder_config"], "vocab_size": 10}}, "vocab_size"),
-        ({"unet_config": None}, "unet_config"),
+        ({"sampling": {"sampler": "euler"}}, "sampling.sampler"),
+        ({"base": {"text_encoder_config": {**TINY_BASE.text_encoder_config, "vocab_size": 10}}}, "vocab_size"),
+        ({"base": {"unet_config": None}}, "base.unet_config"),
         (
-            {"unet_config": {**tiny_diffusion_kwargs()["unet_config"], "down_block_types": ["NoSuchBlock2D"] * 2}},
-            "unet_config",
+            {"base": {"unet_config": {**TINY_BASE.unet_config, "down_block_types": ["NoSuchBlock2D"] * 2}}},
+            "base.unet_config",
         ),
-        ({"name_or_path": "/nonexistent/sd"}, "name_or_path"),
+        ({"base": SDBaseOptions(name_or_path="/nonexistent/sd")}, "base.name_or_path"),
+        ({"base": {"frozen_dtype": "float64"}}, "base.frozen_dtype"),
+        ({"training": {"cfg_dropout_prob": 1.0}}, "training.cfg_dropout_prob"),
+        ({"ema": {"decay": 1.0}}, "ema.decay"),
     ],
 )
 def test_bad_configs_fail_early_naming_the_field(change, field):
-    kwargs = {**tiny_diffusion_kwargs(), **change}
-    if "name_or_path" in change:
-        kwargs = {k: v for k, v in kwargs.items() if not k.endswith("_config")}
-    with pytest.raises(ValueError, match=field):
-        CXRDiffusion(**kwargs)
+    with pytest.raises((ValueError, TypeError), match=field):
+        make_model(**change)

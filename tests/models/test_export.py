@@ -59,7 +59,7 @@ DDP_SCRIPT = textwrap.dedent(
     models = {
         "view": (ViewClassifier(**tiny_view_kwargs(32)), "classifier"),
         "findings": (FindingsClassifier(**tiny_findings_kwargs(32)), "classifier"),
-        "diffusion": (CXRDiffusion(**tiny_diffusion_kwargs(32), ema_decay=0.5), "diffusion"),
+        "diffusion": (CXRDiffusion(**tiny_diffusion_kwargs(32), ema={"decay": 0.5}), "diffusion"),
     }
     for name, (model, kind) in models.items():
         trainer = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, max_steps=steps, logger=False,

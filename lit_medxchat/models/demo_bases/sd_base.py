@@ -11,7 +11,7 @@ Two phases in one run: steps `[0, vae_steps)` train the VAE (L1 reconstruction +
 the VAE freezes, its latent scale is measured (SD's `scaling_factor`, so latents have unit std),
 and the remaining steps train the UNet with SD's ε-prediction loss. `export_sd_folder` writes the
 diffusers layout (`vae/`, `unet/`, `text_encoder/`, `tokenizer/`) that
-`CXRDiffusion(name_or_path=...)` loads.
+`CXRDiffusion(base=SDBaseOptions(name_or_path=...))` loads.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_medxchat.models.diffusion import build_sd_parts, validate_sd_parts
+from lit_medxchat.models.sd_parts import build_sd_parts, validate_sd_parts
 
 
 class SDBasePretraining(L.LightningModule):
@@ -32,8 +32,8 @@ class SDBasePretraining(L.LightningModule):
 
     Args:
         vae_config / unet_config / text_encoder_config: diffusers / transformers config dicts
-            (random weights; the same fields `CXRDiffusion` takes).
-        tokenizer_vocab_size: size of the built-in CLIP tokenizer (as in `CXRDiffusion`).
+            (random weights; the fields of CXR-SD's `base` options).
+        tokenizer_vocab_size: size of the built-in CLIP tokenizer (as `base.tokenizer_vocab_size` of CXR-SD).
         image_size: training resolution in pixels (the DataModule's `resolution`).
         vae_steps: optimiser steps spent on the VAE before the UNet phase starts.
         kl_weight: weight of the VAE's KL term (small: we want sharp reconstructions, as SD's VAE).
@@ -152,7 +152,7 @@ class SDBasePretraining(L.LightningModule):
             self.vae.register_to_config(scaling_factor=checkpoint["vae_scaling_factor"])
 
     def export_sd_folder(self, out_dir: str | Path) -> Path:
-        """The diffusers SD layout `CXRDiffusion(name_or_path=out_dir)` loads as its frozen base."""
+        """The diffusers SD layout CXR-SD loads as its frozen base (`base.name_or_path: out_dir`)."""
         out_dir = Path(out_dir)
         for name, module in (("vae", self.vae), ("unet", self.unet), ("text_encoder", self.text_encoder)):
             module.save_pretrained(out_dir / name)
