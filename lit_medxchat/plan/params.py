@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from lit_medxchat.models.registry import MODEL_CORES
+
 _INDEX = re.compile(r"\.(\d+)(?=\.)")
+# Training wrappers hold their model's plain core as one attribute; parts are named inside the core.
+_CORE_CLASS_NAMES = {target.split(":")[1] for target in MODEL_CORES.values()}
 
 
 @dataclass
@@ -65,12 +69,22 @@ class ParamCounts:
         return sum(p.trainable_tensors for p in self.parts)
 
 
+def _core_prefix(module: nn.Module) -> str:
+    """`"model."` for a wrapper holding a registered core as `model` (its parts: `llm`, `adapter`, ...), else ''."""
+    for name, child in module.named_children():
+        if type(child).__name__ in _CORE_CLASS_NAMES:
+            return f"{name}."
+    return ""
+
+
 def count_parameters(module: nn.Module) -> ParamCounts:
     """Per-part counts; trainable tensors grouped as `pattern -> (tensors, elements, layer indices)`."""
     parts: dict[str, PartCount] = {}
     groups: dict[str, list] = defaultdict(lambda: [0, 0, set()])
     lora: dict[str, set[int]] = defaultdict(set)
+    core_prefix = _core_prefix(module)
     for name, param in module.named_parameters():
+        name = name.removeprefix(core_prefix)
         part = parts.setdefault(name.split(".", 1)[0], PartCount(name.split(".", 1)[0]))
         nbytes = param.numel() * param.element_size()
         if param.requires_grad:
