@@ -18,6 +18,7 @@ import torch
 from callbacks.corpus_metric import CorpusMetricCallback
 from lit_medxchat.core.auroc import macro_auroc, per_label_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.quiet import quiet_training
 from lit_medxchat.demo.results import (
     BranchEvaluation,
     ChatEvaluation,
@@ -178,7 +179,8 @@ def _test_diffusion(
         callbacks=[metrics],
         limit_test_batches=limit_batches,
     )
-    trainer.test(model, datamodule=data, verbose=False)
+    with quiet_training():
+        trainer.test(model, datamodule=data, verbose=False)
     loss = trainer.callback_metrics.get("test/loss")  # seeded noise and timesteps: equal for both branches
     return {**metrics.last_scores, "test_loss": None if loss is None else float(loss)}, list(metrics.last_items)
 
@@ -310,7 +312,8 @@ def _test_chat(
     )
     if not generate:
         model.generation_options.max_new_tokens = 1
-    trainer.test(model, datamodule=_chat_data(checkpoint, split, task, blank_images), verbose=False)
+    with quiet_training():
+        trainer.test(model, datamodule=_chat_data(checkpoint, split, task, blank_images), verbose=False)
     loss = trainer.callback_metrics.get("test/loss")
     callback.last_scores = {**callback.last_scores, "test_loss": None if loss is None else float(loss)}
     return callback
