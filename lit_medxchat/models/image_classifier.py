@@ -216,12 +216,16 @@ class ImageClassifierCore(nn.Module):
         both load it; `AutoImageProcessor.from_pretrained(out_dir)` reproduces `preprocess`
         (except the antialiasing of PIL vs torch resizing).
         """
-        from transformers import ViTImageProcessor
+        import transformers
+
+        # The PIL backend needs no torchvision (asking for `ViTImageProcessor` without it logs a fallback notice);
+        # both write the same preprocessor_config.json.
+        processor_class = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out_dir)
-        processor = ViTImageProcessor(
+        processor = processor_class(
             do_resize=True,
             size={"height": self.image_size, "width": self.image_size},
             image_mean=list(self.image_mean),
