@@ -56,7 +56,9 @@ class TextToHint(nn.Module):
     ) -> None:
         super().__init__()
         if hidden_dim % num_heads:
-            raise ValueError(f"`hint_hidden_dim`={hidden_dim} must be divisible by `hint_num_heads`={num_heads}")
+            raise ValueError(
+                f"`branch.hint_hidden_dim`={hidden_dim} must be divisible by `branch.hint_num_heads`={num_heads}"
+            )
         self.config = {
             "text_dim": int(text_dim),
             "hint_channels": int(hint_channels),

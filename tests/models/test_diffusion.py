@@ -299,6 +299,7 @@ TINY_BASE = tiny_diffusion_kwargs()["base"]
         ({"base": {"frozen_dtype": "float64"}}, "base.frozen_dtype"),
         ({"training": {"cfg_dropout_prob": 1.0}}, "training.cfg_dropout_prob"),
         ({"ema": {"decay": 1.0}}, "ema.decay"),
+        ({"branch": {"hint_num_heads": 3}}, "branch.hint_hidden_dim"),
     ],
 )
 def test_bad_configs_fail_early_naming_the_field(change, field):
