@@ -154,11 +154,19 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
     def embed_inputs(
         self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, image_mask: torch.Tensor | None
     ) -> torch.Tensor:
+        """Token embeddings with the `<image>` runs replaced by adapter outputs; see `MedXChatModel`."""
         return self.model.embed_inputs(input_ids, pixel_values, image_mask)
 
-    def generate(self, *args: Any, **kwargs: Any) -> list[str]:
-        """Answers for left-padded prompts: `MedXChatModel.generate`."""
-        return self.model.generate(*args, **kwargs)
+    def generate(
+        self,
+        prompt_input_ids: torch.Tensor,
+        prompt_attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        **overrides: Any,
+    ) -> list[str]:
+        """Answers for left-padded prompts; `overrides` replace `GenerationOptions` fields (`MedXChatModel`)."""
+        return self.model.generate(prompt_input_ids, prompt_attention_mask, pixel_values, image_mask, **overrides)
 
     def export_pretrained(self, out_dir: str | Path) -> list[Path]:
         """peft / transformers files of the model: `MedXChatModel.export_pretrained`."""

@@ -9,12 +9,13 @@ import sys
 import lightning.pytorch as pl
 import pytest
 import torch
-from test_llm_lora import chat_batch, make_model, tokenizer_dir  # noqa: F401
+from test_llm_lora import NUM_IMAGE_TOKENS, chat_batch, make_model, tokenizer_dir  # noqa: F401
 
 from lit_medxchat.models import registry
 from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
 from lit_medxchat.models.llm_lora import LoRAOptions, MedXChatLoRA
 from lit_medxchat.models.medxchat import MedXChatModel
+from lit_medxchat.models.medxchat_options import core_options, tiny_options
 
 PLAIN = (dict, list, tuple, str, int, float, bool, type(None))
 
@@ -47,6 +48,17 @@ def test_the_core_module_imports_no_lightning():
               "print([m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')])")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_core_alone_is_the_wrappers_model(tokenizer_dir):  # noqa: F811
+    """Built from the same options (all but `optim`), the core holds the wrapper's very weights."""
+    core = MedXChatModel(str(tokenizer_dir), **core_options(tiny_options(NUM_IMAGE_TOKENS)))
+    wrapper = make_model(tokenizer_dir)
+    expected = wrapper.model.state_dict()
+    assert core.state_dict().keys() == expected.keys()
+    assert all(torch.equal(value, expected[key]) for key, value in core.state_dict().items())
+    assert core.trainable_parameter_count() == wrapper.trainable_parameter_count()
+    assert not core.vision_tower.training and not core.train().vision_tower.training
 
 
 def test_checkpoint_hyper_parameters_are_plain_and_read_with_weights_only(trained):
