@@ -246,14 +246,10 @@ class Demo:
             [
                 "--trainer.max_steps",
                 str(self.scale.sd_steps),
-                "--model.init_args.base.name_or_path",
-                base,
-                "--model.init_args.base.vae_config",
-                "null",
-                "--model.init_args.base.unet_config",
-                "null",
-                "--model.init_args.base.text_encoder_config",
-                "null",
+                # One JSON value for the group (merged into the YAML's): jsonargparse refuses a nested `null`.
+                "--model.init_args.base",
+                json.dumps({"name_or_path": str(base), "vae_config": None, "unet_config": None,
+                            "text_encoder_config": None}),
             ],
         )
         return TrainingRun(checkpoint=str(checkpoint), metrics_csv=_metrics_csv(run))

@@ -305,3 +305,20 @@ TINY_BASE = tiny_diffusion_kwargs()["base"]
 def test_bad_configs_fail_early_naming_the_field(change, field):
     with pytest.raises((ValueError, TypeError), match=field):
         make_model(**change)
+
+
+def test_an_sd_folder_replaces_the_config_built_base_from_the_command_line(model, tmp_path):
+    """The demo's override: one JSON value for `base` (merged into the YAML's group) names an SD folder."""
+    import json
+
+    from lit_medxchat.plan.build import parse_config
+
+    model.export_pretrained(tmp_path / "sd", include_base=True)  # vae/, unet/, text_encoder/, tokenizer/
+    base = {"name_or_path": str(tmp_path / "sd"), "vae_config": None, "unet_config": None, "text_encoder_config": None}
+    config = parse_config(["--config", "tiny/diffusion", "--model.init_args.base", json.dumps(base)])
+    init_args = config["model"]["init_args"]
+    assert init_args["base"]["tokenizer_vocab_size"] == 800 and init_args["branch"]["hint_hidden_dim"] == 16
+    rebuilt = CXRDiffusion(**init_args)
+    assert rebuilt.hparams.base["name_or_path"] == str(tmp_path / "sd")
+    assert all(torch.equal(v, rebuilt.unet.state_dict()[k]) for k, v in model.unet.state_dict().items())
+    assert rebuilt.tokenizer(TEXTS)["input_ids"] == model.tokenizer(TEXTS)["input_ids"]
