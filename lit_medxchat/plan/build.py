@@ -41,11 +41,10 @@ class PlannedConfig:
 def parse_config(argv: list[str]) -> dict[str, Any]:
     """`--config CFG [overrides]` -> the merged config as a dict, exactly as `lit-medxchat fit` parses it."""
     from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
 
-    from lit_medxchat.training.cli import _resolve_config_args
+    from lit_medxchat.training.cli import _cli_class, _resolve_config_args
 
-    class ParseOnlyCLI(LightningCLI):
+    class ParseOnlyCLI(_cli_class()):
         def instantiate_classes(self) -> None:  # the plan instantiates the model itself, on meta
             self.config_init = None
 
