@@ -15,6 +15,9 @@ if [ "$(cat "$venv/.lit-medxchat-stamp" 2>/dev/null)" != "$stamp_src" ]; then
   echo "[setup] installing torch 2.13.0 (CPU) and lit-medxchat[test] into $venv (1-3 minutes)"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "torch==2.13.0"
-  "$venv/bin/python" -m pip install -q -c "$root/requirements/constraints.txt" -e "$root[test]"
+  # setuptools announces every editable install with a boxed "Editable installation" notice (information only,
+  # printed even with -q); the install is ours and intended, so that one notice is not shown.
+  PYTHONWARNINGS="ignore:Editable installation" \
+    "$venv/bin/python" -m pip install -q -c "$root/requirements/constraints.txt" -e "$root[test]"
   echo "$stamp_src" > "$venv/.lit-medxchat-stamp"
 fi
