@@ -86,8 +86,8 @@ SCALES: dict[str, DemoScale] = {
 
 def _fit(config: str, run_dir: Path, data_dir: Path, overrides: list[str]) -> Path:
     """Train through the user's command; return the run's newest complete checkpoint."""
-    from lit_medxchat.training.checkpointing import find_last_complete_checkpoint
     from lit_medxchat.training.cli import main as cli_main
+    from lit_medxchat.training.completion import find_last_complete_checkpoint
 
     argv = [
         "fit",
@@ -202,7 +202,7 @@ class Demo:
         checkpoint = _fit(
             "demo/findings_classifier", run, self.shards, ["--trainer.max_epochs", str(self.scale.findings_epochs)]
         )
-        from lit_medxchat.models.classifiers import load_classifier
+        from lit_medxchat.models.image_classifier import load_classifier
 
         export = run / "export"
         load_classifier(checkpoint).export_pretrained(export)  # the chat model's vision tower reads this
