@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lit_medxchat.core.quiet import (
+    DEEPSPEED_LOGGER,
     IMAGE_CLASSIFIER_HEAD,
     LIGHTNING_RANK_ZERO_LOGGER,
     from_pretrained_expecting,
@@ -121,3 +122,26 @@ def test_the_training_entry_point_imports_no_warning_filters_at_import_time() ->
     before = list(warnings.filters)
     importlib.reload(sys.modules["lit_medxchat.core.quiet"])
     assert warnings.filters == before
+
+
+def test_quiet_training_drops_deepspeeds_cpu_notice_only_where_torch_sees_no_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger(DEEPSPEED_LOGGER)
+    notice = "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+        with quiet_training():
+            logger.warning(notice)
+            logger.warning("zero stage 2 optimizer")
+        monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+        with quiet_training():
+            logger.warning(notice)
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["zero stage 2 optimizer", notice]
+    assert not logger.filters

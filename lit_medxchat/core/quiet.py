@@ -64,31 +64,51 @@ TRAINING_WARNINGS: tuple[KnownWarning, ...] = (
 # Lightning logs its product tips ("💡 Tip: ... install litlogger / litmodels") at INFO through this logger.
 LIGHTNING_RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
 LIGHTNING_TIP_PREFIX = "💡 Tip:"
+# DeepSpeed announces, on import, that it found no GPU; said only where torch sees none either.
+DEEPSPEED_LOGGER = "DeepSpeed"
+DEEPSPEED_CPU_PREFIX = "Setting accelerator to CPU"
 
 
-class _DropLightningTips(logging.Filter):
+class _DropLines(logging.Filter):
+    """Drops the records of one logger whose message starts with one of `prefixes`."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(LIGHTNING_TIP_PREFIX)
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def _known_log_lines() -> dict[str, tuple[str, ...]]:
+    """Logger name -> message prefixes dropped inside `quiet_training`."""
+    import torch
+
+    lines = {LIGHTNING_RANK_ZERO_LOGGER: (LIGHTNING_TIP_PREFIX,)}
+    if not torch.cuda.is_available():  # with a GPU torch can use, DeepSpeed missing it is worth seeing
+        lines[DEEPSPEED_LOGGER] = (DEEPSPEED_CPU_PREFIX,)
+    return lines
 
 
 @contextmanager
 def quiet_training(known: Sequence[KnownWarning] = TRAINING_WARNINGS) -> Iterator[None]:
-    """Run a Lightning fit/validate/test without the `known` warnings and Lightning's product tips.
+    """Run a Lightning fit/validate/test without the `known` warnings, Lightning's tips and DeepSpeed's CPU notice.
 
     Filters and the log filter live only inside the block (`warnings.catch_warnings` restores the
     previous filters), so callers that run training in-process, such as the demo and the tests, keep
     every other warning.
     """
-    tips_logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
-    drop_tips = _DropLightningTips()
+    dropped = [(logging.getLogger(name), _DropLines(prefixes)) for name, prefixes in _known_log_lines().items()]
     with warnings.catch_warnings():
         for warning in known:
             warnings.filterwarnings("ignore", message=warning.message, category=warning.category)
-        tips_logger.addFilter(drop_tips)
+        for logger, line_filter in dropped:
+            logger.addFilter(line_filter)
         try:
             yield
         finally:
-            tips_logger.removeFilter(drop_tips)
+            for logger, line_filter in dropped:
+                logger.removeFilter(line_filter)
 
 
 @contextmanager

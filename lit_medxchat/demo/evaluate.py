@@ -170,16 +170,16 @@ def _test_diffusion(
     data = DiffusionDataModule(
         str(data_dir), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
     )
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[metrics],
-        limit_test_batches=limit_batches,
-    )
-    with quiet_training():
+    with quiet_training():  # Lightning's tips and DeepSpeed's CPU notice come when the Trainer is built
+        trainer = Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            callbacks=[metrics],
+            limit_test_batches=limit_batches,
+        )
         trainer.test(model, datamodule=data, verbose=False)
     loss = trainer.callback_metrics.get("test/loss")  # seeded noise and timesteps: equal for both branches
     return {**metrics.last_scores, "test_loss": None if loss is None else float(loss)}, list(metrics.last_items)
@@ -301,18 +301,18 @@ def _test_chat(
     callbacks = {"report": lambda: ReportMetrics(meteor=True), "vqa": VQAMetrics, "t2i": TextToCXRAnswers}
     callback = callbacks[task]() if generate else TextToCXRAnswers()  # no scoring when only the loss is wanted
     limit = split.limit
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[callback],
-        limit_test_batches=1.0 if limit == 0 else max(1, limit // 16),
-    )
     if not generate:
         model.generation_options.max_new_tokens = 1
     with quiet_training():
+        trainer = Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            callbacks=[callback],
+            limit_test_batches=1.0 if limit == 0 else max(1, limit // 16),
+        )
         trainer.test(model, datamodule=_chat_data(checkpoint, split, task, blank_images), verbose=False)
     loss = trainer.callback_metrics.get("test/loss")
     callback.last_scores = {**callback.last_scores, "test_loss": None if loss is None else float(loss)}
