@@ -32,6 +32,13 @@ class KnownWarning:
     why: str
 
 
+PEFT_GRADIENT_CHECKPOINTING = KnownWarning(
+    r"`is_gradient_checkpointing` is deprecated",
+    FutureWarning,
+    "peft reads transformers' deprecated property while wrapping the LLM with LoRA",
+)
+
+
 TRAINING_WARNINGS: tuple[KnownWarning, ...] = (
     KnownWarning(
         r"Your `IterableDataset` has `__len__` defined",
@@ -54,12 +61,17 @@ TRAINING_WARNINGS: tuple[KnownWarning, ...] = (
         UserWarning,  # Lightning's PossibleUserWarning, a subclass
         "frozen parts (vision tower, base LLM, SD VAE/UNet/text encoder) stay in eval mode on purpose",
     ),
-    KnownWarning(
-        r"`is_gradient_checkpointing` is deprecated",
-        FutureWarning,
-        "peft reads transformers' deprecated property while wrapping the LLM with LoRA",
-    ),
+    PEFT_GRADIENT_CHECKPOINTING,
 )
+
+
+@contextmanager
+def ignoring_warnings(known: Sequence[KnownWarning]) -> Iterator[None]:
+    """The `known` warnings silenced inside the block only (the previous filters come back on exit)."""
+    with warnings.catch_warnings():
+        for warning in known:
+            warnings.filterwarnings("ignore", message=warning.message, category=warning.category)
+        yield
 
 # Lightning logs its product tips ("💡 Tip: ... install litlogger / litmodels") at INFO through this logger.
 LIGHTNING_RANK_ZERO_LOGGER = "lightning.pytorch.utilities.rank_zero"
@@ -99,9 +111,7 @@ def quiet_training(known: Sequence[KnownWarning] = TRAINING_WARNINGS) -> Iterato
     every other warning.
     """
     dropped = [(logging.getLogger(name), _DropLines(prefixes)) for name, prefixes in _known_log_lines().items()]
-    with warnings.catch_warnings():
-        for warning in known:
-            warnings.filterwarnings("ignore", message=warning.message, category=warning.category)
+    with ignoring_warnings(known):
         for logger, line_filter in dropped:
             logger.addFilter(line_filter)
         try:

@@ -124,7 +124,10 @@ def apply_lora(llm: PreTrainedModel, options: LoRAOptions, trainable_token_ids: 
         trainable_token_indices=token_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(llm, config)
+    from lit_medxchat.core.quiet import PEFT_GRADIENT_CHECKPOINTING, ignoring_warnings
+
+    with ignoring_warnings((PEFT_GRADIENT_CHECKPOINTING,)):  # peft's own deprecated call, on every wrap
+        return get_peft_model(llm, config)
 
 
 def _module_name(root: nn.Module, target: nn.Module) -> str:
