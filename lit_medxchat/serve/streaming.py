@@ -1,6 +1,6 @@
 """Tokens from `generate` -> the answer text so far, for answers that appear as they are written.
 
-`MedXChatLoRA.generate` hands its `**overrides` to the LLM's `generate`, so a streamer passed through
+`MedXChatModel.generate` hands its `**overrides` to the LLM's `generate`, so a streamer passed through
 `MedXChatPipeline(..., streamer=...)` sees every new token. The text is decoded with the pipeline's
 own `decode_answer` (BOS/pad/`<image>` removed, `<Xray>` kept, cut at "Human:"), so the last partial
 text equals the final answer. transformers streams greedy and sampled decoding only, not beam search.
