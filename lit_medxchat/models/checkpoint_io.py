@@ -143,6 +143,36 @@ def seeded_init(seed: int) -> Iterator[None]:
         yield
 
 
+def cached_frozen_fingerprint(module: nn.Module) -> str:
+    """`state_fingerprint` of `module`'s frozen weights, computed once per module (they do not train)."""
+    cached = getattr(module, "_cached_frozen_fingerprint", None)
+    if cached is None:
+        cached = state_fingerprint(module.state_dict(), frozen_keys(module))
+        module._cached_frozen_fingerprint = cached
+    return cached
+
+
+def warn_if_frozen_base_changed(
+    saved: str | None,
+    current: str,
+    check: str = "the backbone's name_or_path, revision, init_seed and frozen_dtype",
+    stacklevel: int = 2,
+) -> None:
+    """Warn when a checkpoint's frozen-base fingerprint is not the loading model's (`check`: what to look at).
+
+    The checkpoint holds only trainable weights, so loading it onto another base succeeds silently;
+    this warning is the one sign. Checkpoints without a fingerprint (`saved` None) are not checked.
+    """
+    if saved is not None and saved != current:
+        import warnings
+
+        warnings.warn(
+            "the frozen base weights differ from those the checkpoint was trained on "
+            f"(fingerprint {saved} vs {current}): check {check}",
+            stacklevel=stacklevel + 1,
+        )
+
+
 class TrainableOnlyCheckpoint:
     """LightningModule mixin: checkpoints carry trainable weights only; loads check keys strictly.
 
@@ -154,11 +184,7 @@ class TrainableOnlyCheckpoint:
     """
 
     def _frozen_fingerprint(self) -> str:
-        cached = getattr(self, "_cached_frozen_fingerprint", None)
-        if cached is None:
-            cached = state_fingerprint(self.state_dict(), frozen_keys(self))
-            self._cached_frozen_fingerprint = cached
-        return cached
+        return cached_frozen_fingerprint(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = filter_state_dict(checkpoint["state_dict"], trainable_keys(self))
@@ -166,16 +192,7 @@ class TrainableOnlyCheckpoint:
         checkpoint["frozen_fingerprint"] = self._frozen_fingerprint()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("frozen_fingerprint")
-        if saved is not None and saved != self._frozen_fingerprint():
-            import warnings
-
-            warnings.warn(
-                "the frozen base weights differ from those the checkpoint was trained on "
-                f"(fingerprint {saved} vs {self._frozen_fingerprint()}): check the backbone's name_or_path, "
-                "revision, init_seed and frozen_dtype",
-                stacklevel=2,
-            )
+        warn_if_frozen_base_changed(checkpoint.get("frozen_fingerprint"), self._frozen_fingerprint())
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
         # `strict` is ignored on purpose: the key check below is stricter than torch's for

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -24,10 +23,10 @@ from lit_medxchat.core.dtypes import resolve_dtype
 from lit_medxchat.core.tokenizer import medxchat_token_ids
 from lit_medxchat.models.causal_lm import apply_lora, build_llm, embedding_rms, load_tokenizer
 from lit_medxchat.models.checkpoint_io import (
-    frozen_keys,
+    cached_frozen_fingerprint,
     load_trainable_state_dict,
     seeded_init,
-    state_fingerprint,
+    warn_if_frozen_base_changed,
 )
 from lit_medxchat.models.medxchat_options import (
     TRAINING_ONLY_OPTIONS,
@@ -132,14 +131,7 @@ class MedXChatModel(nn.Module):
         }
         model = cls(**{**hparams, **overrides})
         load_trainable_state_dict(model, core_state_dict(checkpoint["state_dict"]), "MedXChatLoRA checkpoint")
-        saved = checkpoint.get("frozen_fingerprint")
-        if saved is not None and saved != model.frozen_fingerprint():
-            warnings.warn(
-                "the frozen base weights differ from those the checkpoint was trained on "
-                f"(fingerprint {saved} vs {model.frozen_fingerprint()}): check the backbone's name_or_path, "
-                "revision, init_seed and frozen_dtype",
-                stacklevel=2,
-            )
+        warn_if_frozen_base_changed(checkpoint.get("frozen_fingerprint"), model.frozen_fingerprint())
         if isinstance(map_location, str | torch.device):
             model.to(map_location)
         return model.eval()
@@ -178,11 +170,7 @@ class MedXChatModel(nn.Module):
 
     def frozen_fingerprint(self) -> str:
         """A hash of the frozen weights (cached): a checkpoint stores it to tell when its base changed."""
-        cached = getattr(self, "_cached_frozen_fingerprint", None)
-        if cached is None:
-            cached = state_fingerprint(self.state_dict(), frozen_keys(self))
-            self._cached_frozen_fingerprint = cached
-        return cached
+        return cached_frozen_fingerprint(self)
 
     # ---- forward ------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ arguments of both, so LightningCLI offers `--model.base.name_or_path`, `--model.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from lit_medxchat.models.checkpoint_io import (
     frozen_keys,
     state_fingerprint,
     trainable_keys,
+    warn_if_frozen_base_changed,
 )
 from lit_medxchat.models.control_branch import build_text_controlnet, count_parameters
 from lit_medxchat.models.sd_parts import SAMPLERS, build_sd_parts, make_noise_scheduler, validate_sd_parts
@@ -342,13 +342,8 @@ class TextToCXR(nn.Module):
         if saved_fingerprint is None:
             return
         current = state_fingerprint(self.state_dict(), frozen_keys(self))
-        if saved_fingerprint != current:
-            warnings.warn(
-                "the frozen base weights differ from those the checkpoint was trained on "
-                f"(fingerprint {saved_fingerprint} vs {current}): check base.name_or_path, its revision, "
-                "init_seed and base.frozen_dtype",
-                stacklevel=3,
-            )
+        check = "base.name_or_path, its revision, init_seed and base.frozen_dtype"
+        warn_if_frozen_base_changed(saved_fingerprint, current, check, stacklevel=3)
 
 
 def tiny_text_to_cxr_options(image_size: int = 32) -> dict[str, Any]:
