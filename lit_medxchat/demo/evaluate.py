@@ -157,7 +157,6 @@ def _test_diffusion(
     limit_batches: int | float,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Generate for the test prompts of `data_dir`, judged by the two classifier checkpoints."""
-    from lightning.pytorch import Trainer
 
     from callbacks.image_metrics import ImageMetrics
     from datamodules.diffusion import DiffusionDataModule
@@ -170,19 +169,30 @@ def _test_diffusion(
     data = DiffusionDataModule(
         str(data_dir), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
     )
-    with quiet_training():  # Lightning's tips and DeepSpeed's CPU notice come when the Trainer is built
+    loss = _held_out_test(model, data, metrics, limit_batches)  # seeded noise and timesteps: same for both branches
+    return {**metrics.last_scores, "test_loss": loss}, list(metrics.last_items)
+
+
+def _held_out_test(model: Any, datamodule: Any, callback: Any, limit_test_batches: int | float) -> float | None:
+    """One CPU `trainer.test` with `callback`, quiet; the logged `test/loss` (None when the model logs none).
+
+    The Trainer is built inside `quiet_training`: Lightning's tips and DeepSpeed's CPU notice come then.
+    """
+    from lightning.pytorch import Trainer
+
+    with quiet_training():
         trainer = Trainer(
             accelerator="cpu",
             devices=1,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
-            callbacks=[metrics],
-            limit_test_batches=limit_batches,
+            callbacks=[callback],
+            limit_test_batches=limit_test_batches,
         )
-        trainer.test(model, datamodule=data, verbose=False)
-    loss = trainer.callback_metrics.get("test/loss")  # seeded noise and timesteps: equal for both branches
-    return {**metrics.last_scores, "test_loss": None if loss is None else float(loss)}, list(metrics.last_items)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+    loss = trainer.callback_metrics.get("test/loss")
+    return None if loss is None else float(loss)
 
 
 def evaluate_diffusion(
@@ -291,7 +301,6 @@ def _test_chat(
 
     With `generate=False` only the teacher-forced loss is computed (`last_scores["test_loss"]`).
     """
-    from lightning.pytorch import Trainer
 
     from callbacks.report_metrics import ReportMetrics
     from callbacks.vqa_metrics import VQAMetrics
@@ -303,19 +312,9 @@ def _test_chat(
     limit = split.limit
     if not generate:
         model.generation_options.max_new_tokens = 1
-    with quiet_training():
-        trainer = Trainer(
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            callbacks=[callback],
-            limit_test_batches=1.0 if limit == 0 else max(1, limit // 16),
-        )
-        trainer.test(model, datamodule=_chat_data(checkpoint, split, task, blank_images), verbose=False)
-    loss = trainer.callback_metrics.get("test/loss")
-    callback.last_scores = {**callback.last_scores, "test_loss": None if loss is None else float(loss)}
+    data = _chat_data(checkpoint, split, task, blank_images)
+    loss = _held_out_test(model, data, callback, 1.0 if limit == 0 else max(1, limit // 16))
+    callback.last_scores = {**callback.last_scores, "test_loss": loss}
     return callback
 
 
