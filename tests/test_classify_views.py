@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from datamodules.sources.iu_xray import iu_view, read_views_csv, view_for
+from datamodules.view_fill import CSV_COLUMNS
 from lit_medxchat.cli import main as cli_main
-from lit_medxchat.inference.classify_views import CSV_COLUMNS, main
+from lit_medxchat.inference.classify_views import main
 from lit_medxchat.models.classifiers import FindingsClassifier, tiny_findings_kwargs
 from tests.prepare.view_fixtures import (
     random_view_classifier,

@@ -23,16 +23,12 @@ from typing import TextIO
 import numpy as np
 
 from datamodules.view_fill import (
-    CSV_COLUMNS,
     DEFAULT_THRESHOLD,
     NOT_IMAGE_SUFFIXES,
     UNKNOWN,
     Failure,
-    FileViewPredictor,
     ViewPrediction,
     classifier_identity,
-    describe,
-    fill_views,
     image_files,
     write_views_csv,
 )
@@ -185,24 +181,7 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     return 0
 
 
-__all__ = [
-    # the model-free parts, re-exported from `datamodules.view_fill` for existing callers
-    "CSV_COLUMNS",
-    "DEFAULT_THRESHOLD",
-    "NOT_IMAGE_SUFFIXES",
-    "UNKNOWN",
-    "Failure",
-    "FileViewPredictor",
-    "ViewPrediction",
-    "ViewPredictor",
-    "build_parser",
-    "classifier_identity",
-    "describe",
-    "fill_views",
-    "image_files",
-    "main",
-    "write_views_csv",
-]
+__all__ = ["ViewPredictor", "build_parser", "main"]
 
 
 if __name__ == "__main__":
