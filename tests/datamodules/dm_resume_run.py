@@ -1,14 +1,15 @@
 """Three fits over the same shards: uninterrupted, stopped mid-epoch with a checkpoint, resumed from it.
 
-Imported by the in-process resume test; run as a script (one process per rank, LOCAL_RANK set by the test)
-for the 2-rank DDP test, which skips the uninterrupted fit and compares with `expected_keys` (the loader's
-own sequence for the rank; the in-process test shows a Trainer sees exactly that). Each run records the
+Imported by the in-process resume test; run under torchrun (one process per rank) for the 2-rank DDP test,
+which skips the uninterrupted fit and compares with `expected_keys` (the loader's own sequence for the rank;
+the in-process test shows a Trainer sees exactly that). Each run records the
 keys of every training and validation batch it sees.
 Usage: python dm_resume_run.py DATA_DIR OUT_DIR STOP_STEP NUM_WORKERS
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
@@ -95,12 +96,15 @@ def run_all(data_dir: str, out_dir: Path, stop_step: int, num_workers: int, devi
 
 
 def main(argv: list[str]) -> None:
+    if "HANG_DUMP_S" in os.environ:  # a stuck rank prints where every thread waits, then exits
+        faulthandler.dump_traceback_later(float(os.environ["HANG_DUMP_S"]), exit=True)
     data_dir, out_dir, stop_step, num_workers = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
     result = run_all(data_dir, out_dir, stop_step, num_workers, devices=int(os.environ.get("WORLD_SIZE", "1")),
                      uninterrupted=False)
     (out_dir / f"rank{result['rank']}.json").write_text(json.dumps(result))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":

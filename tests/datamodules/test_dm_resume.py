@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,21 +27,17 @@ def test_resume_mid_epoch_with_two_workers_sees_the_uninterrupted_sequence(shard
     assert result["logged"]["data/train_skipped"] == 0.0 and result["logged"]["data/validate_skipped"] == 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_ddp_ranks_resume_exactly_and_cover_validation_once(shard_dir, tmp_path):
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
-           "NODE_RANK": "0", "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, str(HERE / "dm_resume_run.py"), str(shard_dir), str(tmp_path), "7", "2"]
-    processes = [subprocess.Popen(command, env={**env, "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for rank in range(2)]
-    outputs = [process.communicate(timeout=240)[0] for process in processes]
-    for process, output in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, output[-3000:]
+    # torchrun binds the rendezvous port itself (a port picked here and released could be taken before rank 0
+    # binds it, leaving the ranks waiting on each other). A rank stuck longer than HANG_DUMP_S prints every
+    # thread's stack and exits, so a hang fails with a trace instead of a bare timeout.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HANG_DUMP_S": "240",
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(HERE / "dm_resume_run.py"), str(shard_dir), str(tmp_path), "7", "2"]
+    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=420)
+    assert result.returncode == 0, result.stdout[-6000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
 
     per_epoch = (37 // 2) // 2  # 18 samples per rank, batches of 2
