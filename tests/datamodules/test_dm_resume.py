@@ -28,9 +28,10 @@ def test_resume_mid_epoch_with_two_workers_sees_the_uninterrupted_sequence(shard
 
 
 def test_two_ddp_ranks_resume_exactly_and_cover_validation_once(shard_dir, tmp_path):
-    # torchrun binds the rendezvous port itself (a port picked here and released could be taken before rank 0
-    # binds it, leaving the ranks waiting on each other). A rank stuck longer than HANG_DUMP_S prints every
-    # thread's stack and exits, so a hang fails with a trace instead of a bare timeout.
+    # torchrun binds the rendezvous port itself (a port picked here and released can be taken before rank 0
+    # binds it) and both ranks write into one pipe read to the end (with a pipe per rank read one after the
+    # other, a full unread pipe blocks that rank and the other waits on it). A rank stuck longer than
+    # HANG_DUMP_S prints every thread's stack and exits, so a hang fails with a trace, not a bare timeout.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HANG_DUMP_S": "240",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -158,14 +158,19 @@ def test_two_nodes_on_one_machine_then_resume_on_one_rank_says_how_to_convert(tm
     run = tmp_path / "run"
     port = _free_port()
     args = ["--run-dir", str(run), "--strategy", "zero2", "--devices", "1", "--num-nodes", "2", "--max-steps", "4"]
-    nodes = []
-    for node_rank in (0, 1):
+    nodes, logs = [], [tmp_path / f"node{node_rank}.log" for node_rank in (0, 1)]
+    for node_rank, log in zip((0, 1), logs, strict=True):
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                     "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port", str(port)]
-        nodes.append(subprocess.Popen(launcher + [str(SCRIPT), *args], env=_env(tmp_path), cwd=SCRIPT.parent,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [node.communicate(timeout=600)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+        # Output to files, not pipes: a pipe nobody reads while waiting on the other node fills up and blocks
+        # that node mid-training, and both nodes then wait on each other.
+        with log.open("w") as sink:
+            nodes.append(subprocess.Popen(launcher + [str(SCRIPT), *args], env=_env(tmp_path), cwd=SCRIPT.parent,
+                                          stdout=sink, stderr=subprocess.STDOUT))
+    for node in nodes:
+        node.wait(timeout=600)
+    outputs = [log.read_text()[-3000:] for log in logs]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0] + outputs[1]
     checkpoint = find_last_complete_checkpoint(run / "checkpoints")
     marker = read_marker(checkpoint)
     assert marker["world_size"] == 2 and marker["global_step"] == 4
