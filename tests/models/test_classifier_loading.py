@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -19,6 +18,7 @@ from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.models.classifiers import FindingsClassifier, ViewClassifier, tiny_findings_kwargs, tiny_view_kwargs
 from lit_medxchat.models.image_classifier import ImageClassifierCore, load_classifier
 from lit_medxchat.models.registry import UnknownModelError, load_core
+from tests.models.cpu_trainer import cpu_trainer
 
 SIZE = 32
 MODULES = {"view": (ViewClassifier, tiny_view_kwargs), "findings": (FindingsClassifier, tiny_findings_kwargs)}
@@ -41,16 +41,7 @@ def _trained_checkpoint(kind: str, out_dir: Path) -> Path:
     """A Lightning checkpoint of a tiny classifier after two optimiser steps (weights moved off their init)."""
     torch.manual_seed(0)
     cls, tiny_kwargs = MODULES[kind]
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out_dir,
-    )
+    trainer = cpu_trainer(max_steps=2, default_root_dir=out_dir)
     trainer.fit(cls(**tiny_kwargs(SIZE)), _batches())
     path = out_dir / f"{kind}.ckpt"
     trainer.save_checkpoint(path)

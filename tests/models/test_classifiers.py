@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.models.classifiers import FindingsClassifier, ViewClassifier, tiny_findings_kwargs, tiny_view_kwargs
 from lit_medxchat.models.image_classifier import ImageClassifierCore, load_classifier
+from tests.models.cpu_trainer import cpu_trainer
 
 SIZE = 32
 
@@ -46,19 +46,6 @@ class RepeatBatch(Dataset):
 def loader(batch: dict, batches: int = 1) -> DataLoader:
     n = len(batch["keys"])
     return DataLoader(RepeatBatch(batch, n * batches), batch_size=n)
-
-
-def trainer(**changes) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**options, **changes})
 
 
 MODELS = {
@@ -112,12 +99,12 @@ def test_fit_lowers_loss_on_a_fixed_batch_and_validation_reports_metrics(kind):
     model.eval()
     with torch.no_grad():
         before = model.compute_loss(batch)[0].item()
-    trainer(max_steps=30).fit(model, loader(batch, 30))
+    cpu_trainer(max_steps=30).fit(model, loader(batch, 30))
     model.eval()
     with torch.no_grad():
         after = model.compute_loss(batch)[0].item()
     assert after < 0.7 * before, f"{kind}: loss {before:.3f} -> {after:.3f}"
-    metrics = trainer().validate(model, loader(batch, 2), verbose=False)[0]
+    metrics = cpu_trainer().validate(model, loader(batch, 2), verbose=False)[0]
     assert {"val/loss", "val/accuracy", "val/auroc"} <= set(metrics)
     assert metrics["val/loss"] == pytest.approx(after, rel=1e-4)
     assert metrics["val/auroc"] > 0.5
@@ -130,7 +117,7 @@ def test_checkpoint_round_trip_and_trainable_count(kind, tmp_path):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(
         p.numel() for p in model.model.parameters()
     )
-    run = trainer(max_steps=2, default_root_dir=tmp_path)
+    run = cpu_trainer(max_steps=2, default_root_dir=tmp_path)
     run.fit(model, loader(classifier_batch(), 2))
     run.save_checkpoint(tmp_path / "c.ckpt")
     restored = load_classifier(tmp_path / "c.ckpt")
@@ -170,7 +157,7 @@ def test_findings_auroc_skips_labels_without_both_classes_instead_of_crashing():
     batch = classifier_batch(n=8, seed=3)
     batch["label_mask"][:, 0] = 0  # label 0 entirely ignored (e.g. all blank)
     batch["labels"][:, 1] = 0  # label 1 without positives
-    metrics = trainer().validate(model, loader(batch, 2), verbose=False)[0]
+    metrics = cpu_trainer().validate(model, loader(batch, 2), verbose=False)[0]
     with torch.no_grad():
         probs = model.logits(batch["pixel_values"]).sigmoid()
     target = torch.where(batch["label_mask"] > 0, batch["labels"].long(), torch.full_like(batch["labels"], -1).long())

@@ -15,6 +15,7 @@ from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_SENTENCES
 from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
 from lit_medxchat.models.diffusion import CXRDiffusion, tiny_diffusion_kwargs
 from lit_medxchat.models.text_to_cxr import SDBaseOptions
+from tests.models.cpu_trainer import cpu_trainer
 
 TEXTS = [
     f"{VIEW_SENTENCES['PA']} findings: small left pleural effusion. impression: effusion.",
@@ -69,19 +70,6 @@ def tiny_kwargs(**changes) -> dict:
 
 def make_model(**changes) -> CXRDiffusion:
     return CXRDiffusion(**tiny_kwargs(**changes))
-
-
-def trainer(**changes) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**options, **changes})
 
 
 def fixed_eval_loss(model: CXRDiffusion, batch: dict) -> float:
@@ -168,7 +156,7 @@ def test_fit_lowers_loss_keeps_frozen_parts_in_eval_and_makes_text_matter():
     frozen_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
     before = fixed_eval_loss(model, batch)
     recorder = ModeRecorder()
-    trainer(max_steps=25, callbacks=[recorder]).fit(model, loader(batch, 25))
+    cpu_trainer(max_steps=25, callbacks=[recorder]).fit(model, loader(batch, 25))
     model.eval()
     after = fixed_eval_loss(model, batch)
     assert after < 0.95 * before, f"loss did not decrease: {before:.4f} -> {after:.4f}"
@@ -206,7 +194,7 @@ def test_validation_returns_images_for_the_metric_callbacks(model):
     assert model.hparams.sampling["val_generate_batches"] == 1
     recorder = OutputRecorder()
     batch = diffusion_batch(n=2)
-    metrics = trainer(callbacks=[recorder]).validate(model, loader(batch, 2), verbose=False)
+    metrics = cpu_trainer(callbacks=[recorder]).validate(model, loader(batch, 2), verbose=False)
     assert metrics[0]["val/loss"] > 0
     first, second = recorder.outputs
     assert second is None  # only the first `val_generate_batches` batches generate
@@ -216,14 +204,14 @@ def test_validation_returns_images_for_the_metric_callbacks(model):
     assert torch.allclose(first["real"], (batch["pixel_values"] + 1) / 2)
     assert first["labels"].shape == (2, 14) and first["view"].shape == (2,) and first["prompts"] == batch["text"]
     # Validation loss uses fixed noise: the same model scores the same twice.
-    assert trainer().validate(model, loader(batch, 2), verbose=False)[0]["val/loss"] == pytest.approx(
+    assert cpu_trainer().validate(model, loader(batch, 2), verbose=False)[0]["val/loss"] == pytest.approx(
         metrics[0]["val/loss"]
     )
 
 
 def test_checkpoint_holds_only_trainable_weights_and_ema_and_loads_strictly(tmp_path):
     model = make_model(ema={"decay": 0.9}, training={"cfg_dropout_prob": 0.5})
-    run = trainer(max_steps=3, default_root_dir=tmp_path)
+    run = cpu_trainer(max_steps=3, default_root_dir=tmp_path)
     run.fit(model, loader(diffusion_batch(), 3))
     path = tmp_path / "last.ckpt"
     run.save_checkpoint(path)
@@ -248,7 +236,7 @@ def test_checkpoint_holds_only_trainable_weights_and_ema_and_loads_strictly(tmp_
 
     # Resume from the trainable-only checkpoint continues the step count and the EMA.
     resumed = make_model(ema={"decay": 0.9}, training={"cfg_dropout_prob": 0.5})
-    resume = trainer(max_steps=4, default_root_dir=tmp_path)
+    resume = cpu_trainer(max_steps=4, default_root_dir=tmp_path)
     resume.fit(resumed, loader(diffusion_batch(), 4), ckpt_path=path)
     assert resume.global_step == 4
     assert not torch.equal(resumed.ema.shadow["controlnet.controlnet_mid_block.weight"].cpu(), shadow)

@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -25,6 +24,7 @@ from lit_medxchat.models.text_to_cxr import (
     grouped_hyper_parameters,
     tiny_text_to_cxr_options,
 )
+from tests.models.cpu_trainer import cpu_trainer
 from tests.models.test_diffusion import TEXTS, RepeatBatch, diffusion_batch
 
 PROMPTS = TEXTS[:2]
@@ -42,16 +42,7 @@ def trained(tmp_path_factory) -> tuple[CXRDiffusion, Path]:
     root = tmp_path_factory.mktemp("cxr-sd")
     model = CXRDiffusion(**tiny_diffusion_kwargs(), ema={"decay": 0.5})
     batch = diffusion_batch()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
+    trainer = cpu_trainer(max_steps=3, default_root_dir=root)
     trainer.fit(model, DataLoader(RepeatBatch(batch, 12), batch_size=4))
     path = root / "last.ckpt"
     trainer.save_checkpoint(path)
