@@ -27,12 +27,16 @@ class DiffusionExample:
             raise SkipSample("empty-report", f"{sample.shard}: sample {sample.key} has an empty .txt")
         # Blank labels are 0 here: the judge compares against positives only.
         labels, _ = encode_labels(meta.get("labels") or {}, "zeros")
+        pixel_values = self.images(sample.member("jpg"), rng)
         return {
-            "pixel_values": self.images(sample.member("jpg"), rng),
+            "pixel_values": pixel_values,
             "text": text,
             "labels": labels,
             "view": view_index(meta),
             "key": sample.key,
+            # Seeds this sample's diffusion noise, timestep and caption drop-out: keyed to (seed, epoch, sample)
+            # like the augmentation, so it differs across ranks and does not depend on the world size.
+            "noise_seed": int(rng.integers(2**62)),
         }
 
 
@@ -43,6 +47,7 @@ def collate_diffusion(examples: list[dict[str, Any]]) -> dict[str, Any]:
         "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.float32),
         "view": torch.tensor([e["view"] for e in examples], dtype=torch.long),
         "keys": [e["key"] for e in examples],
+        "noise_seeds": torch.tensor([e["noise_seed"] for e in examples], dtype=torch.long),
     }
 
 

@@ -63,3 +63,21 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if global_rank() == src else None]
     torch.distributed.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def parameters_partitioned(module: torch.nn.Module) -> bool:
+    """True when `module`'s parameters are split across ranks (DeepSpeed ZeRO-3 marks them with `ds_id`).
+
+    Then every forward all-gathers parameters, so all ranks must run the same forwards in step: a rank
+    that stops decoding early leaves the others waiting in an all-gather for ever.
+    """
+    return world_size() > 1 and any(hasattr(parameter, "ds_id") for parameter in module.parameters())
+
+
+def all_ranks_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """`flag` and-ed over every rank (``flag`` itself without a process group); every rank must call it."""
+    if world_size() == 1:
+        return bool(flag)
+    value = torch.tensor([0.0 if flag else 1.0], device=device)
+    torch.distributed.all_reduce(value)
+    return float(value.item()) == 0.0

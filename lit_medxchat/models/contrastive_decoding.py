@@ -26,6 +26,7 @@ def contrastive_greedy(
     pad_token_id: int,
     contrast: float,
     plausibility: float = 0.1,
+    synced: bool = False,
 ) -> torch.Tensor:
     """New token ids (B, <= max_new_tokens) for left-padded prompts given as embeddings.
 
@@ -35,7 +36,11 @@ def contrastive_greedy(
         attention_mask: (B, P), shared by both (same tokens, only the image vectors differ).
         contrast: the weight `a` of the blank-image logits (0 = greedy decoding).
         plausibility: tokens below this fraction of the most likely token's probability are never chosen.
+        synced: keep stepping until every rank's batch is finished (ZeRO-3: each step all-gathers parameters,
+            so a rank that stops early would leave the others waiting); the extra tokens are padding.
     """
+    from lit_medxchat.core.distributed import all_ranks_true
+
     batch = embeds.shape[0]
     inputs = torch.cat([embeds, blank_embeds])
     mask = torch.cat([attention_mask, attention_mask])
@@ -53,7 +58,8 @@ def contrastive_greedy(
         next_token = torch.where(finished, torch.full_like(finished, pad_token_id, dtype=torch.long), scores.argmax(-1))
         tokens.append(next_token)
         finished |= next_token == eos_token_id
-        if finished.all():
+        done = bool(finished.all())
+        if all_ranks_true(done, embeds.device) if synced else done:
             break
         mask = torch.cat([mask, mask.new_ones(2 * batch, 1)], dim=1)
         positions = positions[:, -1:] + 1

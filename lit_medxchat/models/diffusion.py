@@ -175,7 +175,9 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
     def predict_noise(self, latents: Tensor, timesteps: Tensor, text_states: Tensor, text_mask: Tensor) -> Tensor:
         return self.core.denoise(latents, timesteps, text_states, text_mask)
 
-    def encode_images(self, pixel_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def encode_images(
+        self, pixel_values: Tensor, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> Tensor:
         return self.core.encode_images(pixel_values, generator)
 
     def decode_latents(self, latents: Tensor) -> Tensor:
@@ -190,20 +192,32 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
 
     # ---- loss -------------------------------------------------------------------------------------
     def diffusion_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None, cfg_dropout: float = 0.0):
-        """Eq. 4: E‖ε − ε̂(z_t, t, text)‖² with t ~ U{0..999} and the report dropped with prob `cfg_dropout`."""
+        """Eq. 4: E‖ε − ε̂(z_t, t, text)‖² with t ~ U{0..999} and the report dropped with prob `cfg_dropout`.
+
+        Randomness (caption drop-out, VAE posterior sample, noise, timestep) comes from `generator` when given
+        (validation: fixed per rank and batch), else from the batch's per-sample `noise_seeds` (training: keyed
+        to the sample, so ranks draw different noise and a sample's draw does not depend on the world size),
+        else from the global RNG.
+        """
         texts = list(batch["text"])
+        per_sample = _sample_generators(batch) if generator is None else None
         if cfg_dropout > 0:
-            drop = torch.rand(len(texts)) < cfg_dropout
-            texts = ["" if dropped else text for text, dropped in zip(texts, drop.tolist(), strict=True)]
+            draws = (torch.cat([torch.rand(1, generator=g) for g in per_sample]) if per_sample is not None
+                     else torch.rand(len(texts)))
+            texts = ["" if dropped else text for text, dropped in zip(texts, (draws < cfg_dropout).tolist(), strict=True)]
         core = self.core
         text_states, text_mask = core.encode_text(texts)
-        latents = core.encode_images(batch["pixel_values"], generator)
-        # With a (CPU) generator, draw on the CPU for device-independent validation noise.
-        device = "cpu" if generator is not None else latents.device
-        noise = torch.randn(latents.shape, generator=generator, device=device).to(latents.device)
+        latents = core.encode_images(batch["pixel_values"], per_sample if per_sample is not None else generator)
         steps = core.noise_schedule.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
-        timesteps = timesteps.to(latents.device)
+        if per_sample is not None:
+            noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in per_sample])
+            timesteps = torch.cat([torch.randint(0, steps, (1,), generator=g) for g in per_sample])
+        else:
+            # With a (CPU) generator, draw on the CPU for device-independent validation noise.
+            device = "cpu" if generator is not None else latents.device
+            noise = torch.randn(latents.shape, generator=generator, device=device)
+            timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator, device=device)
+        noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
         noisy = core.noise_schedule.add_noise(latents, noise, timesteps)
         prediction = core.denoise(noisy, timesteps, text_states, text_mask)
         return F.mse_loss(prediction, noise)
@@ -324,3 +338,11 @@ def tiny_diffusion_kwargs(image_size: int = 32) -> dict[str, Any]:
     Trains at ~0.05 s/step on a CPU core; tests and CPU demos use it.
     """
     return {**tiny_text_to_cxr_options(image_size), "training": TrainingOptions(lr=1e-3)}
+
+
+def _sample_generators(batch: dict[str, Any]) -> list[torch.Generator] | None:
+    """One CPU generator per sample from the batch's `noise_seeds` (None when the batch has none)."""
+    seeds = batch.get("noise_seeds")
+    if seeds is None:
+        return None
+    return [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds.tolist()]

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_medxchat.core.distributed import parameters_partitioned
 from lit_medxchat.core.dtypes import resolve_dtype
 from lit_medxchat.core.tokenizer import medxchat_token_ids
 from lit_medxchat.models.causal_lm import apply_lora, build_llm, embedding_rms, load_tokenizer
@@ -204,15 +205,24 @@ class MedXChatModel(nn.Module):
                 "num_image_tokens)."
             )
         if expected == 0:
-            # Keep the adapter in the graph (DDP requires every trainable parameter to get a gradient).
-            dummy = self.adapter(
-                embeds.new_zeros(
-                    1, self.num_image_tokens, self.vision_tower.hidden_size, dtype=self.adapter.output_proj.weight.dtype
-                )
-            )
-            return embeds + 0.0 * dummy.sum().to(embeds.dtype)
+            return embeds + 0.0 * self._image_free_dummy(embeds).sum().to(embeds.dtype)
         visual = self.encode_images(images).reshape(-1, embeds.shape[-1]).to(embeds.dtype)
         return embeds.masked_scatter(positions.unsqueeze(-1), visual)
+
+    def _image_free_dummy(self, embeds: torch.Tensor) -> torch.Tensor:
+        """Adapter outputs that keep a batch without images in step with batches that have them.
+
+        DDP requires every trainable parameter to get a gradient, so the adapter always runs. Under ZeRO-3
+        every module's forward all-gathers its parameters with the other ranks, so a rank whose batch has no
+        image must run the vision tower too (on one blank image), or a rank with images waits for ever.
+        """
+        if parameters_partitioned(self):
+            size = self.vision_tower.image_size
+            return self.encode_images(embeds.new_zeros(1, 3, size, size))
+        features = embeds.new_zeros(
+            1, self.num_image_tokens, self.vision_tower.hidden_size, dtype=self.adapter.output_proj.weight.dtype
+        )
+        return self.adapter(features)
 
     def forward(
         self,
@@ -269,7 +279,8 @@ class MedXChatModel(nn.Module):
         self.eval()
         try:
             return contrastive_greedy(self.llm, embeds, blank, attention_mask, max_new_tokens,
-                                      self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, contrast)
+                                      self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, contrast,
+                                      synced=parameters_partitioned(self))
         finally:
             self.train(was_training)
 
@@ -282,6 +293,9 @@ class MedXChatModel(nn.Module):
                 attention_mask=prompt_attention_mask,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
+                # ZeRO-3: ranks keep decoding until all are done (transformers turns this on only when an
+                # `HfDeepSpeedConfig` is alive, which Lightning never creates).
+                synced_gpus=parameters_partitioned(self),
                 **options,
             )
         finally:

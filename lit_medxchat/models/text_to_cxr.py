@@ -201,7 +201,9 @@ class TextToCXR(nn.Module):
         return out.float()
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def encode_images(
+        self, pixel_values: Tensor, generator: torch.Generator | list[torch.Generator] | None = None
+    ) -> Tensor:
         """Images (B, C, H, W) in [-1, 1] -> scaled latents (B, c, h, w) (a sample of the VAE posterior)."""
         if pixel_values.shape[-1] != self.image_size or pixel_values.shape[-2] != self.image_size:
             raise ValueError(

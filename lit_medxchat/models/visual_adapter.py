@@ -184,8 +184,9 @@ class VisualAdapter(nn.Module):
         self.output_proj = nn.Linear(hidden_size, llm_hidden_size)
         self.match_embedding_scale = match_embedding_scale
         # Learned output gain (log scale, so it stays positive); `set_output_rms` starts it at the
-        # LLM's embedding RMS. Unused (and constant 1) without `match_embedding_scale`.
-        self.output_log_gain = nn.Parameter(torch.zeros(()), requires_grad=match_embedding_scale)
+        # LLM's embedding RMS. Unused (and constant 1) without `match_embedding_scale`. Shape (1,), not a 0-dim
+        # scalar: DeepSpeed's parameter broadcast views every parameter as bytes, which a 0-dim tensor refuses.
+        self.output_log_gain = nn.Parameter(torch.zeros(1), requires_grad=match_embedding_scale)
 
     @torch.no_grad()
     def set_output_rms(self, rms: float) -> None:
@@ -220,7 +221,7 @@ class MLPProjector(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(vision_hidden_size, hidden_size), nn.GELU(), nn.Dropout(dropout))
         self.output_proj = nn.Linear(hidden_size, llm_hidden_size)
         self.match_embedding_scale = match_embedding_scale
-        self.output_log_gain = nn.Parameter(torch.zeros(()), requires_grad=match_embedding_scale)
+        self.output_log_gain = nn.Parameter(torch.zeros(1), requires_grad=match_embedding_scale)  # (1,): see above
 
     set_output_rms = VisualAdapter.set_output_rms
 

@@ -91,7 +91,21 @@ def _cli_class():
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                     callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
             self._hand_resume_checkpoint_to_loggers(trainer)
+            self._count_skipped_samples(trainer)
             return trainer
+
+        def _count_skipped_samples(self, trainer) -> None:
+            """Every run on our shards logs its skipped and truncated samples (`data/...`), whatever the config.
+
+            A sample lost to a decode error or a report cut at `max_length` must show on the dashboard; a
+            config that lists `SkippedSamplesLogger` itself keeps its own.
+            """
+            from datamodules.shard_datamodule import ShardDataModule, SkippedSamplesLogger
+
+            if not isinstance(getattr(self, "datamodule", None), ShardDataModule):
+                return
+            if not any(isinstance(callback, SkippedSamplesLogger) for callback in trainer.callbacks):
+                trainer.callbacks.append(SkippedSamplesLogger())
 
         def _hand_resume_checkpoint_to_loggers(self, trainer) -> None:
             """Tell a `ContinuingWandbLogger` which checkpoint is resumed, so it reopens that checkpoint's W&B run.

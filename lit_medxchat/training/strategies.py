@@ -1,10 +1,15 @@
-"""DeepSpeed ZeRO without CUDA, and the helper that picks the right DeepSpeed strategy for the machine.
+"""DeepSpeed ZeRO for our models on GPUs and on CPU processes, with the batch size taken from the DataModule.
 
-Lightning's `DeepSpeedStrategy` refuses any accelerator but CUDA. Our CI and laptops have no GPU, yet the
-things that break on clusters (sharded checkpoint layout, resume, fp32 conversion, frozen parameters kept
-out of the shards) are all exercised by ZeRO on CPU processes talking over gloo. `CPUDeepSpeedStrategy`
-changes exactly three things of the stock strategy; on a CUDA machine `deepspeed_strategy()` returns the
-stock one, so cluster runs use Lightning's code path untouched.
+Lightning's `DeepSpeedStrategy` has two gaps for this project:
+
+- it fills DeepSpeed's `train_micro_batch_size_per_gpu` from `train_dataloader.batch_sampler.batch_size`, and
+  our loaders yield ready batches (no batch sampler): set-up stops with an `AttributeError` on every model.
+  `ZeroStrategy` reads the DataModule's `batch_size` instead, and refuses a JSON whose micro batch (or
+  `train_batch_size`) contradicts it, naming both values;
+- it refuses any accelerator but CUDA. Our CI and laptops have no GPU, yet what breaks on clusters (sharded
+  checkpoints, resume, partitioned parameters under ZeRO-3, collectives that ranks must join in step) is all
+  exercised by ZeRO on CPU processes talking over gloo. On a CPU accelerator `ZeroStrategy` sets up like DDP
+  and starts DeepSpeed's process group on gloo; on CUDA it runs Lightning's code path untouched.
 
 DeepSpeed JIT-compiles a CPU communication op the first time it runs (about 30 s); point
 `TORCH_EXTENSIONS_DIR` at a persistent folder to pay that once.
@@ -19,32 +24,54 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
 # Shipped ZeRO configs (repository checkout only: `cluster/` is not installed).
 CLUSTER_DEEPSPEED_DIR = Path(__file__).resolve().parents[2] / "cluster" / "deepspeed"
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
-    """`DeepSpeedStrategy` running ZeRO stage 1-3 on CPU processes with the gloo backend.
+class ConfigConflictError(ValueError):
+    """The DeepSpeed JSON says one batch size and the DataModule another."""
+
+
+class ZeroStrategy(DeepSpeedStrategy):
+    """`DeepSpeedStrategy` for CUDA or CPU (gloo) processes; the micro batch comes from the DataModule.
 
     Same arguments as `lightning.pytorch.strategies.DeepSpeedStrategy` (`stage`, `config`, offload options,
-    `exclude_frozen_parameters`, ...). Precision: `32-true` or `bf16-mixed`; fp16 has no CPU kernels.
-    `exclude_frozen_parameters` defaults to True here (the stock default is False): checkpoints must never
-    carry a frozen base model.
+    ...). `config` may also be a shipped name (`zero2`, `zero3`, `zero3_offload`). `exclude_frozen_parameters`
+    defaults to True here (the stock default is False): checkpoints must never carry a frozen base model.
+    Precision on CPU: `32-true` or `bf16-mixed` (fp16 has no CPU kernels).
     """
 
-    strategy_name = "deepspeed_cpu"
+    strategy_name = "deepspeed_zero"
 
-    def __init__(self, *args: Any, exclude_frozen_parameters: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+    def __init__(
+        self,
+        *args: Any,
+        config: str | Path | dict[str, Any] | None = None,
+        exclude_frozen_parameters: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        loaded = load_deepspeed_config(config) if config is not None else None
+        super().__init__(*args, config=loaded, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+
+    @property
+    def _on_cuda(self) -> bool:
+        return isinstance(self.accelerator, CUDAAccelerator)
 
     def setup_environment(self) -> None:
-        """Skip the stock CUDA-only check; DDP's set-up (device, then `setup_distributed`) is all we need."""
-        DDPStrategy.setup_environment(self)
+        """On CPU skip the stock CUDA-only check; DDP's set-up (device, then `setup_distributed`) is all we need."""
+        if self._on_cuda:
+            super().setup_environment()
+        else:
+            DDPStrategy.setup_environment(self)
 
     def setup_distributed(self) -> None:
-        """Set ranks and start DeepSpeed's process group on gloo (the stock one validates CUDA indices)."""
+        """On CPU: set ranks and start DeepSpeed's process group on gloo (the stock one validates CUDA indices)."""
+        if self._on_cuda:
+            super().setup_distributed()
+            return
         from lightning.fabric.utilities.seed import reset_seed
 
         reset_seed()
@@ -58,7 +85,7 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
         optimizer: torch.optim.Optimizer | None,
         lr_scheduler: Any = None,
     ) -> tuple[Any, Any]:
-        """`deepspeed.initialize` with only trainable parameters; CPU devices have no index to pass."""
+        """`deepspeed.initialize` with only trainable parameters (an error naming the model when there are none)."""
         import deepspeed
 
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -67,8 +94,10 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
                 f"{type(model).__name__} has no trainable parameter: DeepSpeed needs at least one "
                 "(check which parts the model freezes)."
             )
+        # A CUDA device's index; CPU devices have none, and DeepSpeed then wants the local rank.
+        device_rank = self.root_device.index if self._on_cuda else self.local_rank
         engine, ds_optimizer, _, _ = deepspeed.initialize(
-            args=argparse.Namespace(device_rank=self.local_rank),
+            args=argparse.Namespace(device_rank=device_rank),
             config=self.config,
             model=model,
             model_parameters=trainable,
@@ -77,6 +106,61 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
             dist_init_required=False,
         )
         return engine, ds_optimizer
+
+    # -- batch size ---------------------------------------------------------------------------------
+    def _datamodule_batch_size(self) -> int | None:
+        trainer = self.lightning_module.trainer if self.lightning_module is not None else None
+        datamodule = getattr(trainer, "datamodule", None)
+        batch_size = getattr(datamodule, "batch_size", None)
+        return batch_size if isinstance(batch_size, int) and batch_size > 0 else None
+
+    def _auto_select_batch_size(self) -> int:
+        """The DataModule's per-rank batch size; a loader's batch sampler only without a DataModule."""
+        batch_size = self._datamodule_batch_size()
+        if batch_size is not None:
+            return batch_size
+        source = self.lightning_module.trainer.fit_loop._data_source
+        loader = source.dataloader() if source.is_defined() else None
+        sampler = getattr(loader, "batch_sampler", None)
+        if sampler is None or not isinstance(getattr(sampler, "batch_size", None), int):
+            raise ValueError(
+                "DeepSpeed needs the per-rank batch size and neither the DataModule (no `batch_size`) nor the "
+                "training DataLoader (no batch sampler) says it: add `train_micro_batch_size_per_gpu` to the "
+                "DeepSpeed config."
+            )
+        return sampler.batch_size
+
+    def _format_batch_size_and_grad_accum_config(self) -> None:
+        """Lightning's filling of micro batch, accumulation and clipping, after checking the JSON against the
+        DataModule: a contradiction would make DeepSpeed's throughput and `train_batch_size` checks lie."""
+        if self.lightning_module is not None:
+            self._check_batch_sizes()
+        super()._format_batch_size_and_grad_accum_config()
+
+    def _check_batch_sizes(self) -> None:
+        assert isinstance(self.config, dict)
+        batch_size = self._datamodule_batch_size()
+        if batch_size is None:
+            return
+        where = "the DeepSpeed config"
+        micro = self.config.get("train_micro_batch_size_per_gpu")
+        if micro not in (None, "auto") and int(micro) != batch_size:
+            raise ConfigConflictError(
+                f"{where} sets train_micro_batch_size_per_gpu={micro} but the DataModule's batch_size is "
+                f"{batch_size} (samples per rank per step): remove the key from the JSON (it is filled in from "
+                "the DataModule) or make the two equal."
+            )
+        total = self.config.get("train_batch_size")
+        if total not in (None, "auto"):
+            trainer = self.lightning_module.trainer
+            expected = batch_size * trainer.accumulate_grad_batches * trainer.world_size
+            if int(total) != expected:
+                raise ConfigConflictError(
+                    f"{where} sets train_batch_size={total} but the DataModule's batch_size {batch_size} x "
+                    f"accumulate_grad_batches {trainer.accumulate_grad_batches} x {trainer.world_size} rank(s) is "
+                    f"{expected}: remove train_batch_size from the JSON or change the batch size, accumulation "
+                    "or number of ranks so that they agree."
+                )
 
 
 def load_deepspeed_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -95,16 +179,7 @@ def load_deepspeed_config(config: str | Path | dict[str, Any]) -> dict[str, Any]
     return json.loads(path.read_text())
 
 
-def deepspeed_strategy(config: str | Path | dict[str, Any] | None = None, **kwargs: Any) -> DeepSpeedStrategy:
-    """The DeepSpeed strategy for this machine: Lightning's on CUDA, `CPUDeepSpeedStrategy` otherwise.
-
-    `config` is a ZeRO JSON (path, dict or shipped name); `kwargs` go to the strategy (e.g. `stage=2`
-    when no config is given). Frozen parameters are excluded from checkpoints in both cases.
-    `LIT_MEDXCHAT_FORCE_CPU_DEEPSPEED=1` picks the CPU strategy even where CUDA exists (to reproduce CI).
-    """
-    kwargs.setdefault("exclude_frozen_parameters", True)
-    if config is not None:
-        kwargs["config"] = load_deepspeed_config(config)
-    if torch.cuda.is_available() and os.environ.get("LIT_MEDXCHAT_FORCE_CPU_DEEPSPEED") != "1":
-        return DeepSpeedStrategy(**kwargs)
-    return CPUDeepSpeedStrategy(**kwargs)
+def deepspeed_strategy(config: str | Path | dict[str, Any] | None = None, **kwargs: Any) -> ZeroStrategy:
+    """`ZeroStrategy` for `config` (a ZeRO JSON path, dict or shipped name); `kwargs` go to the strategy (e.g.
+    `stage=2` when no config is given). It runs on CUDA where the Trainer's accelerator is CUDA, else on CPU."""
+    return ZeroStrategy(config=config, **kwargs)
