@@ -204,7 +204,8 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
         if cfg_dropout > 0:
             draws = (torch.cat([torch.rand(1, generator=g) for g in per_sample]) if per_sample is not None
                      else torch.rand(len(texts)))
-            texts = ["" if dropped else text for text, dropped in zip(texts, (draws < cfg_dropout).tolist(), strict=True)]
+            dropped = (draws < cfg_dropout).tolist()
+            texts = ["" if drop else text for text, drop in zip(texts, dropped, strict=True)]
         core = self.core
         text_states, text_mask = core.encode_text(texts)
         latents = core.encode_images(batch["pixel_values"], per_sample if per_sample is not None else generator)
