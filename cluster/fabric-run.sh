@@ -15,8 +15,9 @@ DEVICES=${DEVICES:-1}
 ACCELERATOR=${ACCELERATOR:-cuda}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/lit-medxchat/torch_extensions}
 script=$(python -c "import lit_medxchat.cli as m; print(m.__file__)")
-# `fabric run` wraps torchrun; the Trainer inside detects torchelastic and uses the ranks it was given.
+# `fabric run` wraps torchrun; the Trainer inside detects torchelastic and uses the ranks it was given. Nodes and
+# devices go after your options: a later `--config` would otherwise reset them to the config's values.
 exec fabric run --accelerator "$ACCELERATOR" --devices "$DEVICES" --num-nodes "$NUM_NODES" \
     --node-rank "$NODE_RANK" --main-address "$MAIN_ADDRESS" --main-port "$MAIN_PORT" \
-    "$script" -- fit \
-    --trainer.num_nodes "$NUM_NODES" --trainer.devices "$DEVICES" "$@"
+    "$script" -- fit "$@" \
+    --trainer.num_nodes "$NUM_NODES" --trainer.devices "$DEVICES"

@@ -12,8 +12,9 @@ MAIN_ADDRESS=${MAIN_ADDRESS:-127.0.0.1}
 MAIN_PORT=${MAIN_PORT:-29500}
 DEVICES=${DEVICES:-1}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/lit-medxchat/torch_extensions}
-# The Trainer detects torchelastic's variables and uses its ranks: devices x num_nodes must match.
+# The Trainer detects torchelastic's variables and uses its ranks: devices x num_nodes must match. They go
+# after your options: a later `--config` would otherwise reset them to the config's values.
 exec torchrun --nnodes "$NUM_NODES" --nproc-per-node "$DEVICES" --node-rank "$NODE_RANK" \
     --master-addr "$MAIN_ADDRESS" --master-port "$MAIN_PORT" \
-    -m lit_medxchat.cli fit \
-    --trainer.num_nodes "$NUM_NODES" --trainer.devices "$DEVICES" "$@"
+    -m lit_medxchat.cli fit "$@" \
+    --trainer.num_nodes "$NUM_NODES" --trainer.devices "$DEVICES"

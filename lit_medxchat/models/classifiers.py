@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint
+from lit_medxchat.models.eval_loss import eval_loss_metrics, log_eval_loss
 from lit_medxchat.models.image_classifier import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -156,6 +157,7 @@ class ViewClassifier(_ImageClassifier):
             raise ValueError(f"`lr_decay`={lr_decay!r} must be one of {LR_DECAYS}")
         self.save_hyperparameters()
         self.core = build_view_classifier(name_or_path, config, image_size, image_mean, image_std, init_seed)
+        self.eval_losses = eval_loss_metrics()
         from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
         n = len(VIEW_CLASSES)
@@ -174,8 +176,10 @@ class ViewClassifier(_ImageClassifier):
         loss, logits = self.compute_loss(batch)
         target = batch["view"].long()
         batch_size = target.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=batch_size)
-        if stage != "train":
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        else:
+            log_eval_loss(self, stage, loss, batch_size)
             accuracy, auroc = (
                 (self.val_accuracy, self.val_auroc) if stage == "val" else (self.test_accuracy, self.test_auroc)
             )
@@ -226,6 +230,7 @@ class FindingsClassifier(_ImageClassifier):
         self.core = build_findings_classifier(
             name_or_path, config, image_size, image_mean, image_std, uncertain_policy, init_seed
         )
+        self.eval_losses = eval_loss_metrics()
         from torchmetrics.classification import MultilabelAccuracy
 
         n = len(CHEXPERT_LABELS)
@@ -251,8 +256,10 @@ class FindingsClassifier(_ImageClassifier):
         mask = batch.get("label_mask")
         mask = torch.ones_like(target) if mask is None else mask.float()
         batch_size = target.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=stage != "train", batch_size=batch_size)
-        if stage != "train":
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        else:
+            log_eval_loss(self, stage, loss, mask.sum())  # the loss is a mean over the batch's known labels
             accuracy = self.val_accuracy if stage == "val" else self.test_accuracy
             int_target = torch.where(mask > 0, target.round().long(), torch.full_like(target, -1, dtype=torch.long))
             probs = logits.detach().sigmoid()

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from lit_medxchat.core.schedules import linear_warmup
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint
 from lit_medxchat.models.control_branch import TextControlNet, count_parameters
+from lit_medxchat.models.eval_loss import eval_loss_metrics, log_eval_loss
 from lit_medxchat.models.text_to_cxr import (
     BranchOptions,
     EMAOptions,
@@ -107,6 +108,7 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
         if not 0.0 <= self.training_options.cfg_dropout_prob < 1.0:
             raise ValueError(f"`training.cfg_dropout_prob`={self.training_options.cfg_dropout_prob} must be in [0, 1)")
         core = TextToCXR(base, branch, sampling, image_size, init_seed)
+        self.eval_losses = eval_loss_metrics()
         # Plain dicts, so that checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
@@ -249,7 +251,7 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any] | None:
         loss = self.diffusion_loss(batch, generator=self._eval_generator(batch_idx))
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["text"]))
+        log_eval_loss(self, stage, loss, len(batch["text"]))
         sampling = self.sampling_options
         if batch_idx >= sampling.val_generate_batches:
             return None

@@ -23,6 +23,7 @@ from torch import nn
 from lit_medxchat.core.schedules import linear_warmup
 from lit_medxchat.models.causal_lm import apply_lora, build_llm, embedding_rms, load_tokenizer
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, trainable_keys
+from lit_medxchat.models.eval_loss import eval_loss_metrics, log_eval_loss
 from lit_medxchat.models.medxchat import WRAPPER_PREFIX, MedXChatModel
 from lit_medxchat.models.medxchat_options import (
     AdapterOptions,
@@ -84,6 +85,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.model = MedXChatModel(tokenizer, vision, adapter, llm, lora, generation, init_seed)
+        self.eval_losses = eval_loss_metrics()
         self.optim_options = as_options(optim, OptimOptions)
         # Plain dicts, so that checkpoints load with torch.load(weights_only=True).
         hparams = self.model.hyperparameters()
@@ -198,8 +200,8 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list]:
         if "labels" in batch:
-            loss = self(batch)
-            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+            loss = self(batch)  # a mean over the batch's answer tokens: weigh it by their number
+            log_eval_loss(self, stage, loss, (batch["labels"][:, 1:] != -100).sum(), prog_bar=False)
         if "prompt_input_ids" not in batch:
             return {"predictions": [], "references": [], "tasks": [], "meta": []}
         predictions = self.generate(

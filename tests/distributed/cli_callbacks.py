@@ -25,3 +25,32 @@ class StepLossLog(Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": trainer.global_step - 1, "loss": float(loss)}) + "\n")
+
+
+class RankStepLog(Callback):
+    """Per rank: appends `{"step", "loss"}` per optimizer step to `<prefix>.rank<R>.jsonl`.
+
+    `kill_after_step`: after logging the step that brings `global_step` to this value, SIGKILL this process's
+    group, before the periodic checkpoint of that step is written (checkpoint callbacks run last), as a
+    preemption of every node at once. `hang_timeout_s`: a rank still running after this long prints every
+    thread's stack and exits, so a hang fails with its stacks instead of a CI timeout.
+    """
+
+    def __init__(self, prefix: str, kill_after_step: int = -1, hang_timeout_s: float = 0.0) -> None:
+        self.prefix = prefix
+        self.kill_after_step = kill_after_step
+        self.hang_timeout_s = hang_timeout_s
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.hang_timeout_s > 0:
+            import faulthandler
+
+            faulthandler.dump_traceback_later(self.hang_timeout_s, exit=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        path = Path(f"{self.prefix}.rank{trainer.global_rank}.jsonl")
+        with path.open("a") as handle:
+            handle.write(json.dumps({"step": trainer.global_step - 1, "loss": float(loss)}) + "\n")
+        if trainer.global_step == self.kill_after_step:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
