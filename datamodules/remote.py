@@ -122,7 +122,8 @@ class ShardLocation:
         """The URL of `relative` (e.g. `train/shard-000003.tar`) on mirror `choice mod n`."""
         mirror = self.mirrors[choice % len(self.mirrors)]
         if "{shard}" in mirror:
-            return mirror.replace("{shard}", relative)
+            # webdataset runs a `pipe:` command with a shell: the path is one quoted word there, whatever it holds.
+            return mirror.replace("{shard}", shlex.quote(relative) if mirror.startswith("pipe:") else relative)
         return mirror.rstrip("/") + "/" + relative
 
 

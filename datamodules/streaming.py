@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tarfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
@@ -106,9 +107,23 @@ class Manifest:
         return self.directory / self.shards[shard_index].name
 
 
-def _parse_shards(raw: dict[str, Any]) -> tuple[ShardInfo, ...]:
-    return tuple(ShardInfo(str(entry["name"]), int(entry["num_samples"]), entry.get("sha256"))
-                 for entry in raw.get("shards", []))
+# A shard's file name: one path component of letters, digits, '.', '_' and '-', ending in `.tar`. Names come from a
+# manifest that may live on a server we do not control, and end up in paths and in `pipe:` shell commands.
+SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.tar")
+
+
+def _parse_shards(raw: dict[str, Any], where: str) -> tuple[ShardInfo, ...]:
+    shards = []
+    for index, entry in enumerate(raw.get("shards", [])):
+        name = str(entry["name"])
+        if not SHARD_NAME.fullmatch(name) or ".." in name:
+            raise ValueError(
+                f"{where}: shard entry {index} has the name {name!r}, which is not a plain shard file name "
+                "(letters, digits, '.', '_', '-', ending in .tar, no '/' or '..'); refusing the manifest: "
+                "re-write it with `lit-medxchat data prepare`"
+            )
+        shards.append(ShardInfo(name, int(entry["num_samples"]), entry.get("sha256")))
+    return tuple(shards)
 
 
 def _check_total(raw: dict[str, Any], manifest: Manifest, where: str) -> None:
@@ -133,7 +148,7 @@ def load_remote_manifest(data_dir: str, split: str, *, retries: int = 3, backoff
         ) from error
     except ValueError as error:
         raise ValueError(f"{where} is not a JSON manifest: {error}") from error
-    manifest = Manifest(split=split, directory=Path(split), shards=_parse_shards(raw), location=location)
+    manifest = Manifest(split=split, directory=Path(split), shards=_parse_shards(raw, where), location=location)
     _check_total(raw, manifest, where)
     return manifest
 
@@ -151,7 +166,7 @@ def load_manifest(data_dir: str | Path, split: str, *, retries: int = 3, backoff
             f"(split {split!r} must be one of train/validate/test)"
         )
     raw = json.loads(path.read_text())
-    manifest = Manifest(split=split, directory=directory, shards=_parse_shards(raw))
+    manifest = Manifest(split=split, directory=directory, shards=_parse_shards(raw, str(path)))
     missing = [shard.name for shard in manifest.shards if not (directory / shard.name).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} lists shards that are missing on disk: {missing[:5]}; re-run prepare")
