@@ -36,8 +36,9 @@ def contrastive_greedy(
         attention_mask: (B, P), shared by both (same tokens, only the image vectors differ).
         contrast: the weight `a` of the blank-image logits (0 = greedy decoding).
         plausibility: tokens below this fraction of the most likely token's probability are never chosen.
-        synced: keep stepping until every rank's batch is finished (ZeRO-3: each step all-gathers parameters,
-            so a rank that stops early would leave the others waiting); the extra tokens are padding.
+        synced: keep running forwards until every rank's batch is finished (ZeRO-3: each forward all-gathers
+            parameters, so a rank that stops early would leave the others waiting); a finished rank's extra
+            steps add no token to its answer.
     """
     from lit_medxchat.core.distributed import all_ranks_true
 
@@ -50,15 +51,21 @@ def contrastive_greedy(
     logits = out.logits[:, -1]
     finished = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
     tokens: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
-        real, blank = logits[:batch].float().log_softmax(-1), logits[batch:].float().log_softmax(-1)
-        scores = (1.0 + contrast) * real - contrast * blank
-        implausible = real < real.max(-1, keepdim=True).values + torch.log(torch.tensor(plausibility))
-        scores = scores.masked_fill(implausible, float("-inf"))
-        next_token = torch.where(finished, torch.full_like(finished, pad_token_id, dtype=torch.long), scores.argmax(-1))
-        tokens.append(next_token)
-        finished |= next_token == eos_token_id
-        done = bool(finished.all())
+    pad = torch.full_like(finished, pad_token_id, dtype=torch.long)
+    step = 0
+    while True:
+        if step < max_new_tokens:
+            real, blank = logits[:batch].float().log_softmax(-1), logits[batch:].float().log_softmax(-1)
+            scores = (1.0 + contrast) * real - contrast * blank
+            implausible = real < real.max(-1, keepdim=True).values + torch.log(torch.tensor(plausibility))
+            scores = scores.masked_fill(implausible, float("-inf"))
+            next_token = torch.where(finished, pad, scores.argmax(-1))
+            tokens.append(next_token)
+            finished |= next_token == eos_token_id
+        else:  # done here, still stepping for ranks that are not (synced)
+            next_token = pad
+        step += 1
+        done = bool(finished.all()) or step >= max_new_tokens
         if all_ranks_true(done, embeds.device) if synced else done:
             break
         mask = torch.cat([mask, mask.new_ones(2 * batch, 1)], dim=1)

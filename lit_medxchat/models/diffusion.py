@@ -196,10 +196,10 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
     def diffusion_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None, cfg_dropout: float = 0.0):
         """Eq. 4: E‖ε − ε̂(z_t, t, text)‖² with t ~ U{0..999} and the report dropped with prob `cfg_dropout`.
 
-        Randomness (caption drop-out, VAE posterior sample, noise, timestep) comes from `generator` when given
-        (validation: fixed per rank and batch), else from the batch's per-sample `noise_seeds` (training: keyed
-        to the sample, so ranks draw different noise and a sample's draw does not depend on the world size),
-        else from the global RNG.
+        Randomness (caption drop-out, VAE posterior sample, noise, timestep) comes from `generator` when given,
+        else from the batch's per-sample `noise_seeds` (keyed to the sample and, in training, the epoch: ranks
+        draw different noise, and a sample's draw depends neither on the world size nor on its batch), else
+        from the global RNG.
         """
         texts = list(batch["text"])
         per_sample = _sample_generators(batch) if generator is None else None
@@ -250,7 +250,10 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
         return self._eval_step(batch, batch_idx, "test")
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> dict[str, Any] | None:
-        loss = self.diffusion_loss(batch, generator=self._eval_generator(batch_idx))
+        # Per-sample noise (the DataModule's `noise_seeds`, fixed for every validation pass) gives the same loss on
+        # any number of ranks; a batch without them falls back to a generator per rank and batch.
+        generator = None if "noise_seeds" in batch else self._eval_generator(batch_idx)
+        loss = self.diffusion_loss(batch, generator=generator)
         log_eval_loss(self, stage, loss, len(batch["text"]))
         sampling = self.sampling_options
         if batch_idx >= sampling.val_generate_batches:

@@ -183,13 +183,19 @@ class ImageClassifierCore(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         """Logits (B, len(label_names)) of already preprocessed (B, 3, S, S) pixel values."""
-        return self.model(pixel_values=pixel_values, **self._forward_kwargs()).logits
+        return self.model(pixel_values=self._as_weights(pixel_values), **self._forward_kwargs()).logits
+
+    def _as_weights(self, pixel_values: Tensor) -> Tensor:
+        """Pixels in the weights' dtype: DeepSpeed's bf16 casts the whole model, and ResNet's batch norm then refuses
+        float32 inputs (ViT casts them itself)."""
+        return pixel_values.to(next(self.model.parameters()).dtype)
 
     def logits(self, pixel_values: Tensor) -> Tensor:
         """The same as calling the module: logits of preprocessed pixel values (what the losses read)."""
         return self(pixel_values)
 
     def _pooled(self, pixel_values: Tensor) -> Tensor:
+        pixel_values = self._as_weights(pixel_values)
         if self.kind == "view":
             hidden = self.model.vit(pixel_values, **self._forward_kwargs()).last_hidden_state
             return hidden[:, 0]  # the [CLS] token after the final layer norm, what the head reads

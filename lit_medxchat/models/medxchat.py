@@ -261,10 +261,14 @@ class MedXChatModel(nn.Module):
         if not options["do_sample"]:
             options.pop("temperature")
         embeds = self.embed_inputs(prompt_input_ids, pixel_values, image_mask)
-        if contrast > 0 and _real_images(pixel_values, image_mask) is not None:
+        # Under ZeRO-3 every rank must run the same forwards: a rank without images decodes contrastively too (its
+        # blank prompt equals the real one, so this is greedy decoding) while another rank's batch has images.
+        has_images = _real_images(pixel_values, image_mask) is not None
+        if contrast > 0 and (has_images or parameters_partitioned(self)):
             if options["num_beams"] != 1 or options["do_sample"]:
                 raise ValueError("generation.image_contrast > 0 needs num_beams=1 and do_sample=false")
-            blank = self.embed_inputs(prompt_input_ids, torch.zeros_like(pixel_values), image_mask)
+            blank_pixels = torch.zeros_like(pixel_values) if pixel_values is not None else None
+            blank = self.embed_inputs(prompt_input_ids, blank_pixels, image_mask)
             tokens = self._contrastive(embeds, blank, prompt_attention_mask, options["max_new_tokens"], contrast)
         else:
             tokens = self._generate(embeds, prompt_attention_mask, options)

@@ -127,13 +127,16 @@ class ChatServer:
 
 
 def launch(app: gr.Blocks, workdir: Workdir, host: str = "127.0.0.1", port: int | None = 7860,
-           max_file_mb: int = 50) -> ChatServer:
-    """Start serving `app` in background threads (one generation at a time; other requests queue)."""
+           max_file_mb: int = 50, auth: tuple[str, str] | None = None) -> ChatServer:
+    """Start serving `app` in background threads (one generation at a time; other requests queue).
+
+    With `auth` (user, password) gradio shows its login page and refuses the API to a client without the session
+    cookie the login sets."""
     app.queue(default_concurrency_limit=1)
     app.launch(
         server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, show_error=False,
         share=False, inbrowser=False, ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False,
         run_history=False, footer_links=["api"], max_file_size=f"{max_file_mb}mb",
-        allowed_paths=[str(workdir.drawn)], css=CSS,
+        allowed_paths=[str(workdir.drawn)], css=CSS, auth=auth,
     )
     return ChatServer(app, app.local_url.rstrip("/"), workdir)

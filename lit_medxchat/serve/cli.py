@@ -2,8 +2,10 @@
 
     lit-medxchat serve --run-dir runs/chat --diffusion-run runs/diffusion --view-run runs/view-classifier
 
-Listens on 127.0.0.1 (this machine only) unless `--host` says otherwise. Exit code 2 on bad
-arguments, a run folder without a checkpoint or tokenizer, a busy port, or gradio missing.
+Listens on 127.0.0.1 (this machine only) unless `--host` says otherwise. The page shows patients' images:
+off this machine it asks for a password (`--password-file`; user `--user`, default `medxchat`) and refuses to
+start without one unless `--insecure-no-auth` is given. Exit code 2 on bad arguments, a missing password off
+localhost, a run folder without a checkpoint or tokenizer, a busy port, or gradio missing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest image accepted, megapixels (default 40; checked before decoding)")
     parser.add_argument("--max-length", type=int, default=1024,
                         help="prompt length cap in tokens; the oldest turns are dropped to fit (default 1024)")
+    parser.add_argument("--password-file", type=Path, default=None,
+                        help="file whose first line is the password the page asks for (required off localhost); "
+                             "a file, not an option value, so the password never shows in `ps` or shell history")
+    parser.add_argument("--user", default="medxchat", help="user name the page asks for (default medxchat)")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="serve off localhost without a password (anyone who reaches the address sees the images)")
     return parser
+
+
+def read_password(path: Path) -> str:
+    """The first line of `path`, stripped; ValueError names the file when it is missing or empty."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise ValueError(f"--password-file {path}: cannot read it ({error.strerror})") from error
+    password = lines[0].strip() if lines else ""
+    if len(password) < 8:
+        raise ValueError(f"--password-file {path}: the first line must hold a password of at least 8 characters")
+    return password
 
 
 def _is_loopback(host: str) -> bool:
@@ -50,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_upload_mb < 1 or args.max_megapixels <= 0 or not 0 < args.port < 65536:
         print("lit-medxchat serve: --max-upload-mb, --max-megapixels and --port must be positive "
               "(port below 65536)", file=sys.stderr)
+        return 2
+    auth = None
+    if args.password_file is not None:
+        try:
+            auth = (args.user, read_password(args.password_file))
+        except ValueError as error:
+            print(f"lit-medxchat serve: {error}", file=sys.stderr)
+            return 2
+    elif not _is_loopback(args.host) and not args.insecure_no_auth:
+        print(f"lit-medxchat serve: --host {args.host} makes the page reachable from other machines, and it shows "
+              "patients' images: give --password-file FILE (its first line is the password), or --insecure-no-auth "
+              "to serve without one", file=sys.stderr)
         return 2
     from lit_medxchat.serve.server import resolve_runs, start_server
 
@@ -69,15 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         server = start_server(runs, args.host, args.port, device, args.max_upload_mb,
-                              int(args.max_megapixels * 1e6), args.max_length)
+                              int(args.max_megapixels * 1e6), args.max_length, auth=auth)
     except OSError as error:  # the port is taken, or the address is not this machine's
         print(f"lit-medxchat serve: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 2
     except ValueError as error:
         print(f"lit-medxchat serve: {error}", file=sys.stderr)
         return 2
-    scope = ("this machine only; pass --host 0.0.0.0 to accept other machines" if _is_loopback(args.host)
-             else "reachable from other machines: anyone who can reach this address can use the model")
+    if _is_loopback(args.host):
+        scope = "this machine only; pass --host 0.0.0.0 to accept other machines"
+    elif auth is not None:
+        scope = f"reachable from other machines, behind user {args.user!r} and the password of {args.password_file}"
+    else:
+        scope = "reachable from other machines WITHOUT a password: anyone who can reach this address sees the images"
     print(f"MedXChat chat for {runs.chat.run_dir} at {server.url} (listening on {args.host}: {scope}). "
           "Ctrl-C stops it.", flush=True)
     try:

@@ -67,15 +67,18 @@ def load_engine(runs: ServedRuns, output_dir: Path, device: str = "cpu", max_len
 
 
 def start_server(runs: ServedRuns, host: str = "127.0.0.1", port: int | None = 7860, device: str = "cpu",
-                 max_file_mb: int = 50, max_pixels: int = DEFAULT_MAX_PIXELS, max_length: int = 1024) -> ChatServer:
-    """Load the models and serve the page in background threads; the caller must `close()` it."""
+                 max_file_mb: int = 50, max_pixels: int = DEFAULT_MAX_PIXELS, max_length: int = 1024,
+                 auth: tuple[str, str] | None = None) -> ChatServer:
+    """Load the models and serve the page in background threads; the caller must `close()` it.
+
+    `auth` (user, password): the page and its API answer only a logged-in browser or client."""
     from lit_medxchat.serve.app import Workdir, build_app, launch
 
     workdir = Workdir()
     try:
         engine = load_engine(runs, workdir.drawn, device, max_length)
         app = build_app(engine, runs.chat.run_dir.name, header_markdown(runs.all), max_pixels)
-        return launch(app, workdir, host, port, max_file_mb)
+        return launch(app, workdir, host, port, max_file_mb, auth)
     except BaseException:
         workdir.remove()
         raise

@@ -73,6 +73,17 @@ def _cli_class():
 
             self.config = parser.parse_object(args) if isinstance(args, dict | Namespace) else parser.parse_args(args)
 
+        def _parse_ckpt_path(self) -> None:
+            """Keep the model the command line configures; do not re-parse the checkpoint's hyper-parameters into it.
+
+            LightningCLI merges a single-file checkpoint's `hyper_parameters` into the `model` options before
+            building it. Ours are nested option groups (`base.vae_config`, `llm.config`, ...), which that merge
+            rejects ("Option 'base.vae_config.in_channels' is not accepted"), so `--ckpt_path` stopped every
+            CXR-SD and chat resume from a DDP or single-process checkpoint (ZeRO directories were never
+            re-parsed). The config given with `--config` is the run's definition; the checkpoint brings the
+            weights, and loading them checks every trainable tensor's name and shape.
+            """
+
         def before_instantiate_classes(self) -> None:
             """Checkpoints are read with `weights_only=True` unless `--weights_only false` is given.
 

@@ -14,9 +14,11 @@ order set by where a gradient sits in its communication bucket, and DDP lays its
 step of a process (by the order gradients became ready), so the resumed process sums some gradients in another
 order than the uninterrupted one did. With two ranks (the other fault tests) the sum has one order and stays bitwise.
 
-One departure from the shipped files, where the real thing cannot show anything at tiny sizes: ZeRO-3 runs with
-`stage3_param_persistence_threshold: 0`. The shipped 100,000 keeps every parameter smaller than that whole on
-every rank, which is every parameter of a tiny model: nothing would be partitioned and no all-gather would run.
+Two departures from the shipped files, each where the shipped value would hide what the rehearsal checks. ZeRO-3
+runs with `stage3_param_persistence_threshold: 0`: the shipped 100,000 keeps every parameter smaller than that whole
+on every rank, which is every parameter of a tiny model, so nothing would be partitioned and no all-gather would
+run. And precision is `32-true` instead of the block's `bf16-mixed`: under bf16 DeepSpeed computes with bf16 copies
+of the weights, which a single process validating the fp32 master weights cannot match figure for figure.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ REQUIRED_METRICS = {
     "view_classifier": {"val/loss", "val/accuracy"},
     "findings_classifier": {"val/loss", "val/auroc"},
     "diffusion": {"val/loss"},
-    "chat": {"val/loss", "val/report_n", "val/vqa_accuracy"},
+    "chat": {"val/loss", "val/report_n", "val/vqa_acc"},
 }
 
 
@@ -94,7 +96,9 @@ def strategy_config(strategy: str, folder: Path) -> list[str]:
         Path(init_args["config"]).write_text(json.dumps(config))
     path = folder / f"{strategy}.yaml"
     path.write_text(yaml.safe_dump(block))
-    return ["--config", str(path)]
+    # The block's bf16-mixed makes DeepSpeed compute with bf16 copies of the weights, which one process validating
+    # the fp32 master weights cannot match; fp32 here lets the two validations be compared figure for figure.
+    return ["--config", str(path), "--trainer.precision", "32-true"]
 
 
 def _free_port() -> int:
@@ -210,7 +214,8 @@ def test_cluster_rehearsal(model: str, strategy: str, cluster_data, tmp_path: Pa
     before = {rank: _losses(run, rank) for rank in range(4)}
     assert all([row["step"] for row in rows] == list(range(KILL_AFTER_STEP)) for rows in before.values()), before
 
-    resume_args = _fit_args(model, cluster_data, run, -1) + strategy_config(strategy, tmp_path) + ["--ckpt_path", "last"]
+    resume_args = [*_fit_args(model, cluster_data, run, -1), *strategy_config(strategy, tmp_path)]
+    resume_args += ["--ckpt_path", "last"]
     codes, output = launch_two_nodes(resume_args, tmp_path, "resumed")
     assert codes == [0, 0], output
     for rank in range(4):

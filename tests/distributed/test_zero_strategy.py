@@ -37,7 +37,8 @@ def test_a_micro_batch_that_contradicts_the_datamodule_is_refused_naming_both() 
 def test_a_train_batch_size_that_contradicts_batch_accumulation_and_ranks_is_refused() -> None:
     config = {"zero_optimization": {"stage": 2}, "train_batch_size": 16}
     strategy = _attached(ZeroStrategy(config=config), batch_size=2, accumulate=2, world_size=2)
-    with pytest.raises(ConfigConflictError, match=r"train_batch_size=16 .* batch_size 2 x accumulate_grad_batches 2 x 2"):
+    expected = r"train_batch_size=16 .* batch_size 2 x accumulate_grad_batches 2 x 2"
+    with pytest.raises(ConfigConflictError, match=expected):
         strategy._format_batch_size_and_grad_accum_config()
     agreeing = _attached(ZeroStrategy(config={**config, "train_batch_size": 8}), batch_size=2, accumulate=2)
     agreeing._format_batch_size_and_grad_accum_config()
