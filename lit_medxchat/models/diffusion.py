@@ -223,7 +223,10 @@ class CXRDiffusion(TrainableOnlyCheckpoint, L.LightningModule):
         noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
         noisy = core.noise_schedule.add_noise(latents, noise, timesteps)
         prediction = core.denoise(noisy, timesteps, text_states, text_mask)
-        return F.mse_loss(prediction, noise)
+        # The base predicts the noise (Eq. 4) or, for a v-prediction base, the velocity of (latents, noise).
+        epsilon = core.noise_schedule.config.prediction_type == "epsilon"
+        target = noise if epsilon else core.noise_schedule.get_velocity(latents, noise, timesteps)
+        return F.mse_loss(prediction, target)
 
     # ---- Lightning hooks --------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

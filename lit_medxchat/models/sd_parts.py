@@ -228,21 +228,54 @@ def validate_sd_parts(parts: SDParts, image_size: int, prefix: str = "") -> tupl
     return factor, latent
 
 
-def make_noise_scheduler(kind: str) -> Any:
-    """SD's training schedule (scaled-linear betas 0.00085..0.012, 1000 steps, ε-prediction) as `kind`.
+# Stable Diffusion's own training schedule: what a base without a `scheduler/` folder (a config-built one) gets.
+SD_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+# What the UNet predicts: the noise (SD 1.x, 2.x-base) or the velocity (SD 2.x 768 px); the loss and the samplers
+# follow the base's choice. Others ("sample", ...) are refused by name rather than trained silently wrong.
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def base_noise_schedule(name_or_path: str | None) -> dict[str, Any]:
+    """The base's training schedule from its `scheduler/scheduler_config.json` (betas, steps, prediction type).
+
+    A config-built base (no `name_or_path`) gets SD's schedule; a pretrained base must ship its scheduler folder,
+    since a UNet trained for velocities learns nonsense from a noise target and the reverse.
+    """
+    if name_or_path is None:
+        return dict(SD_SCHEDULE)
+    from diffusers import DDPMScheduler
+
+    try:
+        config = DDPMScheduler.load_config(name_or_path, subfolder="scheduler")
+    except OSError as error:
+        raise FileNotFoundError(
+            f"base.name_or_path={name_or_path!r} has no scheduler/scheduler_config.json: the base's noise schedule "
+            "and prediction type (epsilon or v_prediction) come from it; use the base's full diffusers folder"
+        ) from error
+    schedule = {key: config.get(key, default) for key, default in SD_SCHEDULE.items()}
+    if schedule["prediction_type"] not in PREDICTION_TYPES:
+        raise ValueError(
+            f"{name_or_path}/scheduler/scheduler_config.json: prediction_type={schedule['prediction_type']!r} is not "
+            f"supported; CXR-SD trains and samples {' or '.join(PREDICTION_TYPES)} bases"
+        )
+    return schedule
+
+
+def make_noise_scheduler(kind: str, schedule: dict[str, Any] | None = None) -> Any:
+    """The base's schedule (`base_noise_schedule`; default SD's) as `kind`.
 
     "ddpm" is the training schedule; "ddim" and "dpm-solver" (DPM-Solver++ 2M) are the samplers of
-    `SAMPLERS`, all on the same betas so a model trained under one samples under the others.
+    `SAMPLERS`, all on the same betas and prediction type so a model trained under one samples under the others.
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-    common = {
-        "num_train_timesteps": 1000,
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "prediction_type": "epsilon",
-    }
+    common = dict(schedule or SD_SCHEDULE)
     if kind == "ddpm":
         return DDPMScheduler(**common, clip_sample=False)
     if kind == "ddim":

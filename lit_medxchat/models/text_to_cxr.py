@@ -32,7 +32,13 @@ from lit_medxchat.models.checkpoint_io import (
     warn_if_frozen_base_changed,
 )
 from lit_medxchat.models.control_branch import build_text_controlnet, count_parameters
-from lit_medxchat.models.sd_parts import SAMPLERS, build_sd_parts, make_noise_scheduler, validate_sd_parts
+from lit_medxchat.models.sd_parts import (
+    SAMPLERS,
+    base_noise_schedule,
+    build_sd_parts,
+    make_noise_scheduler,
+    validate_sd_parts,
+)
 from lit_medxchat.models.text_to_cxr_options import (
     OPTION_GROUPS,
     BranchOptions,
@@ -119,7 +125,9 @@ class TextToCXR(nn.Module):
             if frozen_dtype != torch.float32:
                 part.to(frozen_dtype)
         self.vae, self.unet, self.text_encoder = parts.vae, parts.unet, parts.text_encoder
-        self.noise_schedule = make_noise_scheduler("ddpm")
+        # The base's own schedule and prediction type (epsilon or v), for training and every sampler.
+        self.schedule = base_noise_schedule(self.base_options.name_or_path)
+        self.noise_schedule = make_noise_scheduler("ddpm", self.schedule)
         self.truncated_texts = 0  # reports longer than the text encoder's window, counted, never hidden
         self.last_truncated = 0  # of the last `tokenize` call
         # Written into export notes; `from_checkpoint` and the LightningModule put their own there.
@@ -240,7 +248,7 @@ class TextToCXR(nn.Module):
         """
         if not prompts:
             raise ValueError("generate() needs at least one prompt")
-        scheduler = make_noise_scheduler(self.sampling_options.sampler)
+        scheduler = make_noise_scheduler(self.sampling_options.sampler, self.schedule)
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         use_cfg = guidance_scale > 1.0
         text_states, text_mask = self.encode_text(list(prompts) + ([""] * len(prompts) if use_cfg else []))
@@ -275,7 +283,7 @@ class TextToCXR(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         written = self.control.save_pretrained(out_dir, seed=self.init_seed)
         self.tokenizer.save_pretrained(out_dir / "tokenizer")
-        make_noise_scheduler(self.sampling_options.sampler).save_pretrained(out_dir / "scheduler")
+        make_noise_scheduler(self.sampling_options.sampler, self.schedule).save_pretrained(out_dir / "scheduler")
         if include_base:
             for name, module in (("vae", self.vae), ("unet", self.unet), ("text_encoder", self.text_encoder)):
                 module.save_pretrained(out_dir / name)

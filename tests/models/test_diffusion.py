@@ -310,3 +310,59 @@ def test_an_sd_folder_replaces_the_config_built_base_from_the_command_line(model
     assert rebuilt.hparams.base["name_or_path"] == str(tmp_path / "sd")
     assert all(torch.equal(v, rebuilt.unet.state_dict()[k]) for k, v in model.unet.state_dict().items())
     assert rebuilt.tokenizer(TEXTS)["input_ids"] == model.tokenizer(TEXTS)["input_ids"]
+
+
+def _base_folder(model, tmp_path, prediction_type: str) -> dict:
+    """The model's base exported as an SD folder whose scheduler says `prediction_type`; the `base` group naming it."""
+    import json
+
+    folder = tmp_path / "sd"
+    model.export_pretrained(folder, include_base=True)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config["prediction_type"] = prediction_type
+    config_path.write_text(json.dumps(config))
+    return {"name_or_path": str(folder), "vae_config": None, "unet_config": None, "text_encoder_config": None}
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_base_schedule_decides_what_the_unet_is_trained_to_predict(model, tmp_path, prediction_type):
+    """The base's scheduler_config.json sets the target: the noise, or the velocity of (latents, noise)."""
+    import torch.nn.functional as F
+
+    rebuilt = make_model(base=_base_folder(model, tmp_path, prediction_type))
+    schedule = rebuilt.core.noise_schedule
+    assert schedule.config.prediction_type == prediction_type
+    batch = diffusion_batch()
+    loss = rebuilt.diffusion_loss(batch, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)  # the same draws, in diffusion_loss's order
+    latents = rebuilt.core.encode_images(batch["pixel_values"], generator)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, 1000, (latents.shape[0],), generator=generator)
+    text_states, text_mask = rebuilt.core.encode_text(batch["text"])
+    prediction = rebuilt.core.denoise(schedule.add_noise(latents, noise, timesteps), timesteps, text_states, text_mask)
+    target = noise if prediction_type == "epsilon" else schedule.get_velocity(latents, noise, timesteps)
+    assert torch.allclose(loss, F.mse_loss(prediction, target))
+    sampler = rebuilt.core.generate(["PA view of the chest was obtained."], num_inference_steps=2, seed=0)
+    assert sampler.shape[0] == 1  # the samplers take the same prediction type
+
+
+def test_a_base_predicting_anything_else_is_refused_by_name(model, tmp_path):
+    with pytest.raises(ValueError, match="prediction_type='sample' is not supported"):
+        make_model(base=_base_folder(model, tmp_path, "sample"))
+
+
+def test_training_noise_is_keyed_to_the_sample_not_to_the_batch_or_rank(model):
+    """Per-sample `noise_seeds` (from the DataModule): a sample draws the same noise and timestep wherever it sits,
+    and two samples with different seeds draw differently (ranks never repeat each other's noise)."""
+    batch = {**diffusion_batch(n=4), "noise_seeds": torch.tensor([11, 12, 13, 14])}
+    model.eval()
+    per_sample = torch.stack([model.diffusion_loss({k: v[i:i + 1] if k != "text" else v[i:i + 1]
+                                                    for k, v in batch.items()}) for i in range(4)])
+    together = model.diffusion_loss(batch)
+    assert torch.allclose(together, per_sample.mean(), rtol=1e-5)
+    reordered = {k: (v[[1, 0, 2, 3]] if isinstance(v, torch.Tensor) else [v[i] for i in (1, 0, 2, 3)])
+                 for k, v in batch.items()}
+    assert torch.allclose(model.diffusion_loss(reordered), together, rtol=1e-5)
+    other_seeds = {**batch, "noise_seeds": torch.tensor([21, 22, 23, 24])}
+    assert not torch.allclose(model.diffusion_loss(other_seeds), together)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_medxchat.models.sd_parts import build_sd_parts, validate_sd_parts
+from lit_medxchat.models.sd_parts import build_sd_parts, make_noise_scheduler, validate_sd_parts
 
 
 class SDBasePretraining(L.LightningModule):
@@ -67,12 +67,8 @@ class SDBasePretraining(L.LightningModule):
             parts.tokenizer,
         )
         self.text_encoder.requires_grad_(False)
-        from diffusers import DDPMScheduler
-
-        # SD's training schedule, as CXR-SD uses it.
-        self.noise_schedule = DDPMScheduler(
-            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
-        )
+        # SD's training schedule, as CXR-SD uses it; exported with the base, where CXR-SD reads it back.
+        self.noise_schedule = make_noise_scheduler("ddpm")
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -157,4 +153,5 @@ class SDBasePretraining(L.LightningModule):
         for name, module in (("vae", self.vae), ("unet", self.unet), ("text_encoder", self.text_encoder)):
             module.save_pretrained(out_dir / name)
         self.tokenizer.save_pretrained(out_dir / "tokenizer")
+        self.noise_schedule.save_pretrained(out_dir / "scheduler")
         return out_dir
