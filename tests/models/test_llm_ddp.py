@@ -24,6 +24,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from lit_medxchat.core.conversation import IGNORE_INDEX, encode_conversation, encode_prompt
     from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
+    from callbacks.image_dependence import ImageDependence
 
     tokenizer_dir, out_dir = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
@@ -55,7 +56,8 @@ SCRIPT = textwrap.dedent(
     tok = model.tokenizer
     # DistributedSampler without shuffling: even indices -> rank 0 (no image at all), odd -> rank 1.
     train = [batch(tok, [(0, DRAW), (0, DRAW)] if i % 2 == 0 else [(1, REPORT), (2, REPORT)], i) for i in range(8)]
-    val = [batch(tok, [(1, REPORT), (0, DRAW)], 100 + i) for i in range(2)]
+    # Validation: rank 0's batch has no image, rank 1's has one (ImageDependence must not leave rank 1 waiting).
+    val = [batch(tok, [(0, DRAW), (0, DRAW)], 100), batch(tok, [(1, REPORT), (0, DRAW)], 101)]
 
     class Outputs(pl.Callback):
         def __init__(self):
@@ -67,12 +69,14 @@ SCRIPT = textwrap.dedent(
     trainer = pl.Trainer(accelerator="cpu", strategy="ddp", devices=2, max_epochs=1, logger=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=out_dir,
                          num_sanity_val_steps=0,
-                         callbacks=[outputs, pl.callbacks.ModelCheckpoint(dirpath=out_dir + "/checkpoints")])
+                         callbacks=[outputs, ImageDependence(),
+                                    pl.callbacks.ModelCheckpoint(dirpath=out_dir + "/checkpoints")])
     loader = lambda data: torch.utils.data.DataLoader(data, batch_size=None)
     trainer.fit(model, loader(train), loader(val))
     trainable = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
     result = {"rank": trainer.global_rank, "steps": trainer.global_step, "checksum": float(trainable.double().sum()),
-              "val_loss": float(trainer.callback_metrics["val/loss"]), "predictions": outputs.predictions}
+              "val_loss": float(trainer.callback_metrics["val/loss"]), "predictions": outputs.predictions,
+              "image_loss_gap": float(trainer.callback_metrics["val/image_loss_gap"])}
     with open(f"{out_dir}/rank{trainer.global_rank}.json", "w") as handle:
         json.dump(result, handle)
     torch.distributed.destroy_process_group()
@@ -95,7 +99,9 @@ def test_two_process_ddp_trains_and_keeps_replicas_identical(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["steps"] for r in ranks] == [4, 4]  # 8 batches over 2 ranks
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # gradients were all-reduced
-    assert ranks[0]["val_loss"] == ranks[1]["val_loss"]  # sync_dist
+    assert ranks[0]["val_loss"] == ranks[1]["val_loss"]  # one weighted mean over both ranks' answer tokens
+    # ImageDependence with an image-free batch on rank 0: both ranks log the gap of rank 1's images, no hang.
+    assert ranks[0]["image_loss_gap"] == ranks[1]["image_loss_gap"]
     assert all(len(r["predictions"]) == 2 for r in ranks)  # each rank generated for its validation batch
     (checkpoint_path,) = (tmp_path / "checkpoints").glob("*.ckpt")
     state = torch.load(checkpoint_path, weights_only=True)["state_dict"]
