@@ -106,6 +106,19 @@ class ZeroStrategy(DeepSpeedStrategy):
         )
         return engine, ds_optimizer
 
+    def optimizer_step(self, optimizer: Any, closure: Any, model: Any = None, **kwargs: Any) -> Any:
+        """The step, then rank 0's buffers of training modules on every rank (as DDP's `broadcast_buffers`).
+
+        DeepSpeed synchronises gradients, not buffers: each rank's batch-norm statistics (the findings classifier's
+        ResNet) drift apart, validation then runs a different model on every rank, and the checkpoint keeps only
+        rank 0's. Found by the cluster rehearsal (4-rank validation != one process on the same checkpoint).
+        """
+        output = super().optimizer_step(optimizer, closure, model, **kwargs)
+        if self.world_size > 1:
+            for buffer in _training_buffers(self.lightning_module):
+                torch.distributed.broadcast(buffer.data, src=0)
+        return output
+
     # -- batch size ---------------------------------------------------------------------------------
     def _datamodule_batch_size(self) -> int | None:
         trainer = self.lightning_module.trainer if self.lightning_module is not None else None
@@ -160,6 +173,12 @@ class ZeroStrategy(DeepSpeedStrategy):
                     f"{expected}: remove train_batch_size from the JSON or change the batch size, accumulation "
                     "or number of ranks so that they agree."
                 )
+
+
+def _training_buffers(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Buffers of submodules in training mode (batch-norm statistics); frozen parts stay in eval and never change."""
+    return [buffer for child in module.modules() if child.training
+            for buffer in child.buffers(recurse=False) if buffer is not None]
 
 
 def load_deepspeed_config(config: str | Path | dict[str, Any]) -> dict[str, Any]:
