@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from datamodules.shard_datamodule import ShardDataModule, index_keys
-from datamodules.streaming import DECODE_ERRORS, EVENTS_KEY, RawSample, SkipSample, batch_tensor
+from datamodules.streaming import EVENTS_KEY, RawSample, SkipSample, batch_tensor
 from datamodules.transforms import CLIP_MEAN, CLIP_STD, Augment, ImagePipeline
 from lit_medxchat.core.constants import CHAT_TASKS
 from lit_medxchat.core.conversation import (
@@ -113,7 +113,7 @@ class ChatExample:
             return [own]
         try:
             other = self.images(partner.member("jpg"), rng)
-        except (SkipSample, *DECODE_ERRORS) as error:
+        except SkipSample as error:
             log.warning("%s: partner view %s of %s unreadable (%s); using the single view", sample.shard, key,
                         sample.key, error)
             events.append("partner-unreadable")

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 # Exceptions a decoder raises on broken data (PIL: OSError/SyntaxError; json: ValueError; missing keys:
 # KeyError). Anything else is a bug and must surface.
-DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, SyntaxError, TypeError)
+# What a damaged sample raises while its bytes are decoded (PIL: OSError incl. UnidentifiedImageError and truncated
+# data, SyntaxError for some broken headers, ValueError; UTF-8: UnicodeDecodeError). Only decoding is guarded:
+# a bug in an example builder (TypeError, KeyError, ...) must raise, not become a counted skip.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError)
 # Per-batch counts travel with the batch as {name: count}: "skipped/<reason>" for dropped samples, and
 # any name an example builder lists under EVENTS_KEY for kept samples worth counting (e.g. "truncated").
 SKIPPED_PREFIX = "skipped/"
@@ -240,7 +243,10 @@ class RawSample:
         return self.members[ext]
 
     def text(self, ext: str) -> str:
-        return self.member(ext).decode("utf-8")
+        try:
+            return self.member(ext).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise SkipSample(f"bad-{ext}", f"{self.shard}: sample {self.key}: .{ext} is not UTF-8 ({error})") from error
 
     def json(self, ext: str) -> Any:
         try:
@@ -485,10 +491,8 @@ class ShardBatchStream(IterableDataset):
             example = self.make_example(sample, rng)
             skipped.update(example.pop(EVENTS_KEY, ()))
             return example
-        except SkipSample as error:
+        except SkipSample as error:  # raised where a member is missing or fails to decode (`decode_member`)
             reason, detail = error.reason, error.detail
-        except DECODE_ERRORS as error:
-            reason, detail = f"decode-error-{type(error).__name__}", str(error)
         skipped[SKIPPED_PREFIX + reason] += 1
         self._skips_this_pass += 1
         where = f"{self.manifest.shards[shard_index].name}: sample {offset} ({sample.key})"
@@ -533,3 +537,15 @@ class ShardBatchStream(IterableDataset):
                     )
         finally:
             reader.close()
+
+
+def decode_member(decode: Callable[[bytes], Any], data: bytes) -> Any:
+    """`decode(data)`, with a damaged member's decoding error turned into a `SkipSample` named after its type.
+
+    The skip reason is `decode-error-<ErrorType>` (e.g. `decode-error-UnidentifiedImageError`); the sample is then
+    counted and logged by the stream. Anything else `decode` raises is a bug and propagates.
+    """
+    try:
+        return decode(data)
+    except DECODE_ERRORS as error:
+        raise SkipSample(f"decode-error-{type(error).__name__}", str(error)) from error

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from datamodules.film_variation import FilmVariation, apply_film_variation
+from datamodules.streaming import decode_member
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -54,6 +55,7 @@ def decode_grey(jpeg: bytes, size: int | None = None) -> Image.Image:
         width, height = image.size
         longest = max(width, height)
         image.draft("L", (math.ceil(size * width / longest), math.ceil(size * height / longest)))
+    image.load()  # decode now: a damaged file fails here, not in a later resize
     return image.convert("L") if image.mode != "L" else image
 
 
@@ -160,7 +162,7 @@ class ImagePipeline:
             raise ValueError(f"image mean/std need 3 values (RGB), got {self.mean} / {self.std}")
 
     def __call__(self, jpeg: bytes, rng: np.random.Generator | None) -> torch.Tensor:
-        image = decode_grey(jpeg, self.size)
+        image = decode_member(lambda data: decode_grey(data, self.size), jpeg)  # damaged: a counted skip
         if self.film is not None and rng is not None:
             image = apply_film_variation(image, rng, self.film)
         grey = square_grey(image, self.size, rng, self.augment)

@@ -131,3 +131,18 @@ def test_fast_tar_index_matches_tarfile_and_falls_back(shard_dir, tmp_path):
             info.size = 3
             tar.addfile(info, io.BytesIO(b"abc"))
     assert [(name, size) for name, _, size in tar_members(odd)] == [("k" * 150 + ".jpg", 3), ("clé.txt", 3)]
+
+
+class _BrokenBuilder:
+    """An example builder with a bug (a key that does not exist): picklable, like the real ones."""
+
+    def __call__(self, sample, rng):
+        return {"pixel_values": sample.json("json")["no-such-field"]}
+
+
+def test_a_bug_in_an_example_builder_raises_instead_of_becoming_a_counted_skip(tmp_path):
+    write_split(tmp_path, "train", [6])
+    module = _module(tmp_path, batch_size=3)
+    module.example_fn = lambda split, train: _BrokenBuilder()
+    with pytest.raises(KeyError, match="no-such-field"):
+        next(iter(module.train_dataloader()))
