@@ -103,6 +103,7 @@ def _cli_class():
                     callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
             self._hand_resume_checkpoint_to_loggers(trainer)
             self._count_skipped_samples(trainer)
+            self._seed_ranks_apart(trainer)
             return trainer
 
         def _count_skipped_samples(self, trainer) -> None:
@@ -117,6 +118,13 @@ def _cli_class():
                 return
             if not any(isinstance(callback, SkippedSamplesLogger) for callback in trainer.callbacks):
                 trainer.callbacks.append(SkippedSamplesLogger())
+
+        def _seed_ranks_apart(self, trainer) -> None:
+            """Every `fit` gives each rank its own random stream once the model is built (`PerRankSeed`)."""
+            from lit_medxchat.training.rank_seed import PerRankSeed
+
+            if not any(isinstance(callback, PerRankSeed) for callback in trainer.callbacks):
+                trainer.callbacks.append(PerRankSeed())
 
         def _hand_resume_checkpoint_to_loggers(self, trainer) -> None:
             """Tell a `ContinuingWandbLogger` which checkpoint is resumed, so it reopens that checkpoint's W&B run.

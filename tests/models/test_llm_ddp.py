@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent(
     from lit_medxchat.core.conversation import IGNORE_INDEX, encode_conversation, encode_prompt
     from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
     from callbacks.image_dependence import ImageDependence
+    from lit_medxchat.training.rank_seed import PerRankSeed
 
     tokenizer_dir, out_dir = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
@@ -62,6 +63,8 @@ SCRIPT = textwrap.dedent(
     class Outputs(pl.Callback):
         def __init__(self):
             self.predictions = []
+        def on_train_start(self, trainer, module):
+            self.train_seed = torch.initial_seed()
         def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
             self.predictions += outputs["predictions"]
 
@@ -69,14 +72,14 @@ SCRIPT = textwrap.dedent(
     trainer = pl.Trainer(accelerator="cpu", strategy="ddp", devices=2, max_epochs=1, logger=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=out_dir,
                          num_sanity_val_steps=0,
-                         callbacks=[outputs, ImageDependence(),
+                         callbacks=[outputs, ImageDependence(), PerRankSeed(seed=7),
                                     pl.callbacks.ModelCheckpoint(dirpath=out_dir + "/checkpoints")])
     loader = lambda data: torch.utils.data.DataLoader(data, batch_size=None)
     trainer.fit(model, loader(train), loader(val))
     trainable = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
     result = {"rank": trainer.global_rank, "steps": trainer.global_step, "checksum": float(trainable.double().sum()),
               "val_loss": float(trainer.callback_metrics["val/loss"]), "predictions": outputs.predictions,
-              "image_loss_gap": float(trainer.callback_metrics["val/image_loss_gap"])}
+              "image_loss_gap": float(trainer.callback_metrics["val/image_loss_gap"]), "train_seed": outputs.train_seed}
     with open(f"{out_dir}/rank{trainer.global_rank}.json", "w") as handle:
         json.dump(result, handle)
     torch.distributed.destroy_process_group()
@@ -102,6 +105,8 @@ def test_two_process_ddp_trains_and_keeps_replicas_identical(tmp_path):
     assert ranks[0]["val_loss"] == ranks[1]["val_loss"]  # one weighted mean over both ranks' answer tokens
     # ImageDependence with an image-free batch on rank 0: both ranks log the gap of rank 1's images, no hang.
     assert ranks[0]["image_loss_gap"] == ranks[1]["image_loss_gap"]
+    # Same weights on both ranks (the all-reduce above), yet each rank draws from its own stream (dropout masks).
+    assert [r["train_seed"] for r in ranks] == [7, 8]
     assert all(len(r["predictions"]) == 2 for r in ranks)  # each rank generated for its validation batch
     (checkpoint_path,) = (tmp_path / "checkpoints").glob("*.ckpt")
     state = torch.load(checkpoint_path, weights_only=True)["state_dict"]
