@@ -91,6 +91,10 @@ class MedXChatModel(nn.Module):
             elif self.adapter_options.match_embedding_scale:
                 self.adapter.set_output_rms(embedding_rms(base))
             self.llm = apply_lora(base, self.lora_options, medxchat_token_ids(self.tokenizer))
+        if self.llm_options.gradient_checkpointing:
+            # Non-reentrant: the frozen base's inputs need no `requires_grad` for the LoRA weights to get gradients.
+            base_model = self.llm.base_model.model
+            base_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         # Trainable weights in float32 even when the frozen base is bf16/fp16 (peft copies the token rows
         # in the base's dtype); they are cast to the base's dtype inside the forward.
         for param in self.parameters():
@@ -146,10 +150,18 @@ class MedXChatModel(nn.Module):
         self._llm_frozen_to_eval()
 
     def _llm_frozen_to_eval(self) -> None:
-        """Frozen LLM modules in eval mode; only LoRA branches and token adapters follow `self.training`."""
+        """Frozen LLM modules in eval mode; only LoRA branches and token adapters follow `self.training`.
+
+        With `llm.gradient_checkpointing` the decoder layers' own flag follows `self.training` too (transformers
+        recomputes a layer only when that flag is set); their submodules, dropout included, stay in eval.
+        """
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        checkpointing = self.llm_options.gradient_checkpointing
         for name, module in self.llm.named_modules():
             parts = name.split(".")
             trains = any(p.startswith("lora_") or p == "token_adapter" for p in parts)
+            trains = trains or (checkpointing and isinstance(module, GradientCheckpointingLayer))
             module.training = self.training if trains else False
 
     def train(self, mode: bool = True) -> MedXChatModel:
@@ -235,7 +247,8 @@ class MedXChatModel(nn.Module):
         """The LLM's output on the embedded inputs: `.logits` (B, L, vocab), and with `labels` (-100 =
         ignored, e.g. everything but assistant tokens) `.loss`, the mean cross-entropy (paper Eq. 3)."""
         embeds = self.embed_inputs(input_ids, pixel_values, image_mask)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        # No KV cache: nothing decodes after a teacher-forced pass (and checkpointed layers refuse one).
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
 
     # ---- generation ---------------------------------------------------------------------------
 

@@ -40,12 +40,16 @@ class LLMOptions:
         frozen_dtype: dtype of the frozen LLM and tower (`float32`, `bfloat16`, `float16`); trainable
             weights stay float32.
         attn_implementation: transformers attention backend (`sdpa`, `eager`, `flash_attention_2`).
+        gradient_checkpointing: keep only each decoder layer's input in training and recompute the layer in the
+            backward pass: activation memory of a 7B base drops from every layer's to about one layer's, for one
+            more forward per step (~30% more compute). Answers and gradients are unchanged.
     """
 
     name_or_path: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     frozen_dtype: str = "float32"
     attn_implementation: str | None = None
+    gradient_checkpointing: bool = False
 
 
 @dataclass
