@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from datamodules.shard_datamodule import ShardDataModule, index_keys
-from datamodules.streaming import EVENTS_KEY, RawSample, SkipSample, batch_tensor
+from datamodules.shard_reader import RawSample, SkipSample
+from datamodules.streaming import EVENTS_KEY, batch_tensor
 from datamodules.transforms import CLIP_MEAN, CLIP_STD, Augment, ImagePipeline
 from lit_medxchat.core.constants import CHAT_TASKS
 from lit_medxchat.core.conversation import (

@@ -10,7 +10,8 @@ import torch
 
 from datamodules.film_variation import FilmVariation
 from datamodules.shard_datamodule import ShardDataModule
-from datamodules.streaming import RawSample, SkipSample, stack_batch
+from datamodules.shard_reader import RawSample, SkipSample
+from datamodules.streaming import stack_batch
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, Augment, ImagePipeline
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 

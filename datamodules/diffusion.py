@@ -10,7 +10,8 @@ import torch
 
 from datamodules.classifier import encode_labels, view_index
 from datamodules.shard_datamodule import ShardDataModule
-from datamodules.streaming import RawSample, SkipSample, stack_batch
+from datamodules.shard_reader import RawSample, SkipSample
+from datamodules.streaming import stack_batch
 from datamodules.transforms import Augment, ImagePipeline
 
 

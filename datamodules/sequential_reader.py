@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from datamodules.epoch_plan import shard_order
-from datamodules.streaming import Manifest, RawSample, ShardMismatchError
+from datamodules.manifest import Manifest
+from datamodules.shard_reader import RawSample, ShardMismatchError
 
 
 def shard_samples(manifest: Manifest, shard_index: int) -> Iterator[RawSample]:

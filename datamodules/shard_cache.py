@@ -55,7 +55,7 @@ class ShardCache:
                     handle.write(chunk)
             expected = manifest.shards[shard_index].sha256
             if expected and stream.sha256 != expected:
-                from datamodules.streaming import ShardMismatchError
+                from datamodules.shard_reader import ShardMismatchError
 
                 raise ShardMismatchError(f"{stream.url} has sha256 {stream.sha256} but its manifest says {expected}: "
                                          "the shard changed after the manifest was written; re-run prepare")

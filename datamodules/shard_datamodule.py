@@ -16,18 +16,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from datamodules.manifest import Manifest, load_manifest
 from datamodules.remote import is_remote
 from datamodules.resume import ResumableLoader
 from datamodules.shard_cache import ShardCache
-from datamodules.streaming import (
-    SKIPPED_PREFIX,
-    CollateFn,
-    ExampleFn,
-    Manifest,
-    ShardBatchStream,
-    ShardReader,
-    load_manifest,
-)
+from datamodules.shard_reader import ShardReader
+from datamodules.streaming import SKIPPED_PREFIX, CollateFn, ExampleFn, ShardBatchStream
 from lit_medxchat.core.distributed import gather_objects
 
 log = logging.getLogger(__name__)

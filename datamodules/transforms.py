@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from datamodules.film_variation import FilmVariation, apply_film_variation
-from datamodules.streaming import decode_member
+from datamodules.shard_reader import decode_member
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)

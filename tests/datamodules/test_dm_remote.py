@@ -18,9 +18,11 @@ from dm_shards import key_of, write_split
 from http_shards import ShardServer
 
 from datamodules.classifier import ClassifierDataModule
+from datamodules.manifest import load_manifest
 from datamodules.remote import ShardLocation, ShardReadError, is_remote
 from datamodules.shard_cache import ShardCache
-from datamodules.streaming import ShardMismatchError, ShardReader, iter_samples, load_manifest
+from datamodules.shard_reader import ShardMismatchError, ShardReader
+from datamodules.streaming import iter_samples
 
 torch.set_num_threads(1)
 

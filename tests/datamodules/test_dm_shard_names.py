@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from datamodules.classifier import ClassifierDataModule
+from datamodules.manifest import load_manifest
 from datamodules.remote import ShardLocation
-from datamodules.streaming import load_manifest
 
 MALICIOUS = "shard-000000.tar; touch PWNED; echo "
 

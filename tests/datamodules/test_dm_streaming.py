@@ -10,8 +10,9 @@ import torch
 from dm_shards import grey_level, key_of, write_split
 
 from datamodules.classifier import ClassifierDataModule
+from datamodules.manifest import load_manifest
 from datamodules.resume import ResumableLoader
-from datamodules.streaming import ShardMismatchError, load_manifest
+from datamodules.shard_reader import ShardMismatchError
 
 
 def _module(data_dir, stage: str = "fit", **options) -> ClassifierDataModule:
@@ -119,7 +120,7 @@ def test_fast_tar_index_matches_tarfile_and_falls_back(shard_dir, tmp_path):
     import io
     import tarfile
 
-    from datamodules.streaming import tar_members
+    from datamodules.shard_reader import tar_members
 
     for path in sorted((shard_dir / "train").glob("*.tar")):
         with tarfile.open(path) as tar:
