@@ -53,8 +53,7 @@ class ImageDependence(Callback):
         if has_images:
             images = batch["pixel_values"][batch["image_mask"].bool()]
         else:  # ZeRO-3: join the other ranks' tower and adapter forwards, count nothing
-            size = pl_module.vision_tower.image_size
-            images = torch.zeros(1, 3, size, size, device=pl_module.device)
+            images = pl_module.model.blank_images(1)
         encoded = pl_module.encode_images(images).float().cpu()
         if "labels" in batch:
             real = float(pl_module(batch))

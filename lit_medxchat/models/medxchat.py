@@ -221,6 +221,11 @@ class MedXChatModel(nn.Module):
         visual = self.encode_images(images).reshape(-1, embeds.shape[-1]).to(embeds.dtype)
         return embeds.masked_scatter(positions.unsqueeze(-1), visual)
 
+    def blank_images(self, count: int) -> torch.Tensor:
+        """`count` all-zero images (count, 3, S, S) at the tower's input size, on the model's device."""
+        size = self.vision_tower.image_size
+        return torch.zeros(count, 3, size, size, device=self.device)
+
     def _image_free_dummy(self, embeds: torch.Tensor) -> torch.Tensor:
         """Adapter outputs that keep a batch without images in step with batches that have them.
 
@@ -229,8 +234,7 @@ class MedXChatModel(nn.Module):
         image must run the vision tower too (on one blank image), or a rank with images waits for ever.
         """
         if parameters_partitioned(self):
-            size = self.vision_tower.image_size
-            return self.encode_images(embeds.new_zeros(1, 3, size, size))
+            return self.encode_images(self.blank_images(1).to(embeds.device))
         features = embeds.new_zeros(
             1, self.num_image_tokens, self.vision_tower.hidden_size, dtype=self.adapter.output_proj.weight.dtype
         )

@@ -114,17 +114,14 @@ def _cli_class():
             """
             from datamodules.shard_datamodule import ShardDataModule, SkippedSamplesLogger
 
-            if not isinstance(getattr(self, "datamodule", None), ShardDataModule):
-                return
-            if not any(isinstance(callback, SkippedSamplesLogger) for callback in trainer.callbacks):
-                trainer.callbacks.append(SkippedSamplesLogger())
+            if isinstance(getattr(self, "datamodule", None), ShardDataModule):
+                _add_unless_present(trainer, SkippedSamplesLogger)
 
         def _seed_ranks_apart(self, trainer) -> None:
             """Every `fit` gives each rank its own random stream once the model is built (`PerRankSeed`)."""
             from lit_medxchat.training.rank_seed import PerRankSeed
 
-            if not any(isinstance(callback, PerRankSeed) for callback in trainer.callbacks):
-                trainer.callbacks.append(PerRankSeed())
+            _add_unless_present(trainer, PerRankSeed)
 
         def _hand_resume_checkpoint_to_loggers(self, trainer) -> None:
             """Tell a `ContinuingWandbLogger` which checkpoint is resumed, so it reopens that checkpoint's W&B run.
@@ -142,6 +139,12 @@ def _cli_class():
                     logger.resume_checkpoint = ckpt_path
 
     return MedXChatCLI
+
+
+def _add_unless_present(trainer, callback_class: type) -> None:
+    """Append a default `callback_class()` to the trainer's callbacks unless the config lists one already."""
+    if not any(isinstance(callback, callback_class) for callback in trainer.callbacks):
+        trainer.callbacks.append(callback_class())
 
 
 def build_cli(argv: list[str], run: bool = True):

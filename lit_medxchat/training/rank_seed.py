@@ -10,6 +10,8 @@ states from the checkpoint (`CompleteCheckpoint`) after this, so resume stays ex
 
 from __future__ import annotations
 
+import os
+
 import lightning.pytorch as pl
 from lightning.pytorch import Callback
 
@@ -27,8 +29,6 @@ class PerRankSeed(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or trainer.world_size == 1:
             return
-        import os
-
         from lightning.fabric.utilities.seed import seed_everything
 
         if self.seed is None:  # read once: seed_everything below rewrites PL_GLOBAL_SEED
