@@ -19,16 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from datamodules.resume import ResumableLoader
 from datamodules.shard_datamodule import ShardDataModule, index_keys
 from datamodules.shard_reader import RawSample, SkipSample
+from datamodules.step_totals import StepTotals
 from datamodules.streaming import EVENTS_KEY, batch_tensor
 from datamodules.transforms import CLIP_MEAN, CLIP_STD, Augment, ImagePipeline
 from lit_medxchat.core.constants import CHAT_TASKS
 from lit_medxchat.core.conversation import (
     IGNORE_INDEX,
+    STEP_ANSWER_TOKENS,
     ConversationTooLongError,
     encode_conversation,
     encode_prompt,
+    supervised_tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -230,6 +234,10 @@ class ChatCollate:
         }
 
 
+def _batch_answer_tokens(batch: dict[str, Any]) -> int:
+    return supervised_tokens(batch["labels"])
+
+
 class ChatDataModule(ShardDataModule):
     """MedXChat LLM batches (data contract §3, chat batch).
 
@@ -297,6 +305,15 @@ class ChatDataModule(ShardDataModule):
     @property
     def tokenizer(self) -> Any:
         return load_tokenizer(self.tokenizer_path)
+
+    def train_dataloader(self) -> ResumableLoader:
+        """Training batches, each carrying `step_answer_tokens`: the answer tokens of its whole optimiser step on
+        this rank, so the model's loss is a mean over the step's tokens (`datamodules.step_totals`)."""
+        loader = super().train_dataloader()
+        trainer = getattr(self, "trainer", None)
+        accumulate = int(trainer.accumulate_grad_batches) if trainer is not None else 1
+        loader.step_totals = StepTotals(STEP_ANSWER_TOKENS, _batch_answer_tokens, accumulate)
+        return loader
 
     def example_fn(self, split: str, train: bool) -> ChatExample:
         images = ImagePipeline(self.image_size, self.image_mean, self.image_std, self.augmentation if train else None)

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from datamodules.step_totals import StepTotals
 from datamodules.streaming import SKIPPED_PREFIX, ShardBatchStream
 from lit_medxchat.core.distributed import gather_objects
 
@@ -99,6 +100,8 @@ class ResumableLoader(DataLoader):
         self._epoch = 0
         self._consumed = 0
         self._resume_at: tuple[int, int] | None = None
+        # Set by a DataModule whose model normalises its loss over whole optimiser steps (`step_totals.py`).
+        self.step_totals: StepTotals | None = None
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -135,7 +138,10 @@ class ResumableLoader(DataLoader):
         self.dataset.epoch = self._epoch
         self.dataset.start_batch = start
         self._consumed = start
-        for batch, counts in super().__iter__():
+        items = super().__iter__()
+        if self.step_totals is not None:  # reads up to one optimiser step ahead; counted when handed out
+            items = self.step_totals.annotate(items, start)
+        for batch, counts in items:
             self._consumed += 1
             self.counts.update(counts)
             yield batch

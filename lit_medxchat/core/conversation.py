@@ -1,14 +1,15 @@
 """The one conversation format of MedXChat, shared by training (chat DataModule) and inference (chat pipeline).
 
 mPLUG-Owl-like plain text: a system line, then "Human: ..." / "AI: ..." turns, the image tokens at the
-start of the first human turn. Every segment is tokenised on its own and the ids are concatenated, so the
-ids of a prompt are exactly a prefix of the ids of the whole conversation: what the model sees at inference
-is what it was trained on, token for token.
+start of the first human turn. The whole conversation is rendered as text and tokenised in one call (labels
+follow from character offsets), so a SentencePiece tokenizer sees it as it saw its pretraining text (no stray
+"▁" between turns), and the ids of a prompt are exactly a prefix of the ids of the whole conversation: what
+the model sees at inference is what it was trained on, token for token.
 
 Rendered (each ``<image>`` stands for ``num_image_tokens`` copies per image, ``</s>`` is the tokenizer's EOS)::
 
     <s>The following is a conversation ... questions.
-    Human: <image>...<image>
+    Human:<image>...<image>
     What does the X-ray show?
     AI: PA view of the chest was obtained. findings: ...</s>Human: Is there an effusion?
     AI: no</s>
@@ -19,6 +20,7 @@ training loss is computed on the responses only (paper §3.3).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ from typing import Any
 from lit_medxchat.core.constants import IMAGE_TOKEN, XRAY_END, XRAY_START
 
 IGNORE_INDEX = -100
+# Batch key: this rank's supervised tokens over the batch's whole optimiser step (the loss's denominator).
+STEP_ANSWER_TOKENS = "step_answer_tokens"
 SYSTEM_PROMPT = (
     "The following is a conversation between a curious human and an AI assistant that reads chest X-rays. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -59,6 +63,11 @@ class EncodedConversation:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
+def supervised_tokens(labels: Any) -> int:
+    """Positions a causal LM is trained on in a (B, L) label batch: labels after the shift, not -100."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def render_image_placeholder(num_images: int, num_image_tokens: int) -> str:
     """`IMAGE_TOKEN` repeated `num_image_tokens` times per image, images back to back (text form)."""
     if num_images < 0 or num_image_tokens < 0:
@@ -82,12 +91,6 @@ def _eos_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def _encode_text(tokenizer: Any, text: str) -> list[int]:
-    if not text:
-        return []
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
 def _check_turns(turns: Sequence[dict]) -> None:
     for index, turn in enumerate(turns):
         role = turn.get("role")
@@ -102,27 +105,80 @@ def _check_turns(turns: Sequence[dict]) -> None:
             )
 
 
-def _head(tokenizer: Any, turns: Sequence[dict]) -> tuple[list[int], list[dict]]:
-    """BOS (when the tokenizer has one) and the system line; returns the remaining turns."""
-    ids = [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
-    system = SYSTEM_PROMPT
+@dataclass(frozen=True)
+class _Piece:
+    """A stretch of the rendered conversation: `kind` is head, user, prefix ("AI:"), answer or eos."""
+
+    text: str
+    kind: str
+    turn: int = -1
+
+
+def _split_system(turns: Sequence[dict]) -> tuple[str, list[dict]]:
     if turns and turns[0]["role"] == "system":
-        system, turns = str(turns[0]["content"]), list(turns[1:])
-    return ids + _encode_text(tokenizer, system + "\n"), list(turns)
+        return str(turns[0]["content"]), list(turns[1:])
+    return SYSTEM_PROMPT, list(turns)
 
 
-def _user_ids(tokenizer: Any, content: str, image_ids: list[int]) -> list[int]:
-    ids = _encode_text(tokenizer, HUMAN_PREFIX)
-    if image_ids:
-        ids += image_ids + _encode_text(tokenizer, "\n")
-    return ids + _encode_text(tokenizer, content + "\n")
+def _user_text(content: str, images: str) -> str:
+    # No space before the image tokens: a SentencePiece tokenizer would make it a lone "▁" token.
+    return f"{HUMAN_PREFIX.rstrip()}{images}\n{content}\n" if images else f"{HUMAN_PREFIX}{content}\n"
 
 
-def _image_ids(tokenizer: Any, num_images: int, num_image_tokens: int) -> list[int]:
-    render_image_placeholder(num_images, num_image_tokens)  # validates the counts
-    if num_images == 0 or num_image_tokens == 0:
-        return []
-    return [_special_id(tokenizer, IMAGE_TOKEN)] * (num_images * num_image_tokens)
+def _render(tokenizer: Any, system: str, turns: Sequence[dict], images: str, close_last: bool) -> list[_Piece]:
+    """The conversation as text pieces; the images go into the first user turn. `close_last=False` ends with
+    the "AI:" prefix of the answer to generate (a prompt)."""
+    eos = tokenizer.eos_token
+    pieces = [_Piece(system + "\n", "head")]
+    images_placed = False
+    for index, turn in enumerate(turns):
+        content = str(turn["content"])
+        if turn["role"] == "user":
+            pieces.append(_Piece(_user_text(content, "" if images_placed else images), "user", index))
+            images_placed = True
+        else:
+            pieces += [_Piece(AI_PREFIX, "prefix", index), _Piece(" " + content, "answer", index),
+                       _Piece(eos, "eos", index)]
+    if not close_last:
+        pieces.append(_Piece(AI_PREFIX, "prefix", len(turns)))
+    return pieces
+
+
+def _tokenize(tokenizer: Any, pieces: Sequence[_Piece]) -> list[list[int]]:
+    """Token ids of each piece, from ONE tokenizer call over the whole text.
+
+    Why one call: a SentencePiece tokenizer (LLaMA's) prepends "▁" to every text it is given, so pieces encoded
+    one by one carry stray "▁" tokens the base model never saw ("AI:" -> "▁", "A", "I:"; "\n" -> "▁", "\n").
+    Each token goes to the piece where its first character is; the format's pieces start at word or special-token
+    boundaries, so a prompt's ids are exactly the start of the whole conversation's (tested with byte-level BPE
+    and SentencePiece tokenizers).
+    """
+    starts, position = [], 0
+    for piece in pieces:
+        starts.append(position)
+        position += len(piece.text)
+    text = "".join(piece.text for piece in pieces)
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as error:
+        raise ValueError(
+            f"{type(tokenizer).__name__} gives no character offsets: use a fast (tokenizers-backed) tokenizer"
+        ) from error
+    ids: list[list[int]] = [[] for _ in pieces]
+    for token_id, (begin, _) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        ids[bisect.bisect_right(starts, begin) - 1].append(int(token_id))
+    return ids
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    return [int(tokenizer.bos_token_id)] if tokenizer.bos_token_id is not None else []
+
+
+def _image_text(tokenizer: Any, num_images: int, num_image_tokens: int) -> str:
+    placeholder = render_image_placeholder(num_images, num_image_tokens)  # validates the counts
+    if placeholder:
+        _special_id(tokenizer, IMAGE_TOKEN)  # a clear error when the tokenizer lacks it
+    return placeholder
 
 
 def encode_conversation(
@@ -136,7 +192,7 @@ def encode_conversation(
     """Tokenise a whole dialogue for training.
 
     Args:
-        tokenizer: a `PreTrainedTokenizerFast` holding `<image>`, `<Xray>`, `</Xray>` and an EOS token.
+        tokenizer: a fast tokenizer holding `<image>`, `<Xray>`, `</Xray>` and an EOS token.
         turns: `{"role": "system"|"user"|"assistant", "content": str}` dicts (extra keys are ignored).
         num_images: images of the sample (0 for text-to-CXR dialogues); their tokens go into the first
             user turn.
@@ -149,45 +205,49 @@ def encode_conversation(
             not fit (raise `max_length` or shorten the prompt).
     """
     _check_turns(turns)
-    eos = _eos_id(tokenizer)
-    image_ids = _image_ids(tokenizer, num_images, num_image_tokens)
-    input_ids, rest = _head(tokenizer, turns)
-    labels = [IGNORE_INDEX] * len(input_ids)
-    if image_ids and not any(turn["role"] == "user" for turn in rest):
+    _eos_id(tokenizer)
+    images = _image_text(tokenizer, num_images, num_image_tokens)
+    system, rest = _split_system(turns)
+    if images and not any(turn["role"] == "user" for turn in rest):
         raise ValueError(f"{num_images} image(s) given but the dialogue has no user turn to hold them")
+    pieces = _render(tokenizer, system, rest, images, close_last=True)
+    piece_ids = _tokenize(tokenizer, pieces)
+    input_ids = _bos(tokenizer) + piece_ids[0]
+    labels = [IGNORE_INDEX] * len(input_ids)
+    image_count = num_images * num_image_tokens
 
-    truncated, kept, images_placed = False, 0, False
-    for index, turn in enumerate(rest):
-        content = str(turn["content"])
-        if turn["role"] == "user":
-            ids = _user_ids(tokenizer, content, [] if images_placed else image_ids)
+    truncated, kept, images_placed, index = False, 0, False, 1
+    while index < len(pieces):
+        piece, ids = pieces[index], piece_ids[index]
+        if piece.kind == "user":
             if len(input_ids) + len(ids) > max_length:
-                if not images_placed and image_ids:
+                if not images_placed and images:
                     raise ConversationTooLongError(
-                        f"the first user turn with {len(image_ids)} image tokens needs {len(input_ids) + len(ids)} "
+                        f"the first user turn with {image_count} image tokens needs {len(input_ids) + len(ids)} "
                         f"tokens, more than max_length={max_length}; raise max_length"
                     )
                 truncated = True
                 break
-            images_placed = images_placed or bool(image_ids)
+            images_placed = images_placed or bool(images)
             input_ids += ids
             labels += [IGNORE_INDEX] * len(ids)
-        else:
-            prefix = _encode_text(tokenizer, AI_PREFIX)
-            body = _encode_text(tokenizer, " " + content) + [eos]
+            index += 1
+        else:  # "AI:", the answer, its EOS
+            prefix, body = ids, piece_ids[index + 1] + piece_ids[index + 2]
             room = max_length - len(input_ids) - len(prefix)
             if room < len(body):
                 truncated = True
                 if room >= 1:
                     input_ids += prefix + body[:room]
                     labels += [IGNORE_INDEX] * len(prefix) + body[:room]
-                    kept = index + 1
+                    kept = piece.turn + 1
                 break
             input_ids += prefix + body
             labels += [IGNORE_INDEX] * len(prefix) + body
-        kept = index + 1
+            index += 3
+        kept = piece.turn + 1
 
-    if image_ids and not images_placed:
+    if images and not images_placed:
         raise ConversationTooLongError(f"the image tokens do not fit in max_length={max_length}; raise max_length")
     result = EncodedConversation(input_ids=input_ids, labels=labels, truncated=truncated, num_turns=kept)
     if result.num_supervised == 0:
@@ -195,20 +255,6 @@ def encode_conversation(
             f"no assistant token fits in max_length={max_length} ({len(input_ids)} prompt tokens); raise max_length"
         )
     return result
-
-
-def _render_prompt(tokenizer: Any, head: list[int], turns: list[dict], image_ids: list[int]) -> list[int]:
-    ids = list(head)
-    images_placed = False
-    eos = _eos_id(tokenizer)
-    for turn in turns:
-        content = str(turn["content"])
-        if turn["role"] == "user":
-            ids += _user_ids(tokenizer, content, [] if images_placed else image_ids)
-            images_placed = True
-        else:
-            ids += _encode_text(tokenizer, AI_PREFIX) + _encode_text(tokenizer, " " + content) + [eos]
-    return ids + _encode_text(tokenizer, AI_PREFIX)
 
 
 def encode_prompt(
@@ -226,17 +272,19 @@ def encode_prompt(
     exchanges are dropped (the images move to the first kept user turn); the last user turn is never cut.
     """
     _check_turns(turns)
-    head, rest = _head(tokenizer, turns)
+    _eos_id(tokenizer)
+    system, rest = _split_system(turns)
     if not rest or rest[-1]["role"] != "user":
         raise ValueError("encode_prompt needs a history ending with a user turn (the question to answer)")
-    image_ids = _image_ids(tokenizer, num_images, num_image_tokens)
+    images = _image_text(tokenizer, num_images, num_image_tokens)
     starts = [index for index, turn in enumerate(rest) if turn["role"] == "user"]
     for start in starts:
-        ids = _render_prompt(tokenizer, head, rest[start:], image_ids)
+        pieces = _render(tokenizer, system, rest[start:], images, close_last=False)
+        ids = _bos(tokenizer) + [token for piece in _tokenize(tokenizer, pieces) for token in piece]
         if len(ids) <= max_length:
             return ids
     raise ConversationTooLongError(
-        f"the last user turn with {len(image_ids)} image tokens needs {len(ids)} tokens, more than "
+        f"the last user turn with {num_images * num_image_tokens} image tokens needs {len(ids)} tokens, more than "
         f"max_length={max_length}; raise max_length or shorten the question"
     )
 

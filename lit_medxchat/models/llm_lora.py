@@ -6,12 +6,11 @@ only (Eq. 3), generation in validation/test for the metric callbacks, the optimi
 step-wise schedule, trainable-only checkpoints and the run's tokenizer folder. Inference loads the
 core alone (`MedXChatModel.from_checkpoint`), without Lightning.
 
-The option groups and builders are re-exported here, where configs and older code import them from.
+The option groups live in `medxchat_options`, the LLM builders in `causal_lm`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +19,11 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from lit_medxchat.core.conversation import STEP_ANSWER_TOKENS, supervised_tokens
 from lit_medxchat.core.schedules import linear_warmup
-from lit_medxchat.models.causal_lm import apply_lora, build_llm, embedding_rms, load_tokenizer
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, trainable_keys
 from lit_medxchat.models.eval_loss import eval_loss_metrics, log_eval_loss
-from lit_medxchat.models.medxchat import WRAPPER_PREFIX, MedXChatModel
+from lit_medxchat.models.medxchat import MedXChatModel
 from lit_medxchat.models.medxchat_options import (
     AdapterOptions,
     GenerationOptions,
@@ -33,7 +32,6 @@ from lit_medxchat.models.medxchat_options import (
     OptimOptions,
     VisionOptions,
     as_options,
-    tiny_options,
 )
 
 if TYPE_CHECKING:
@@ -41,20 +39,7 @@ if TYPE_CHECKING:
 
     from lit_medxchat.models.visual_adapter import VisionTower
 
-__all__ = [
-    "AdapterOptions",
-    "GenerationOptions",
-    "LLMOptions",
-    "LoRAOptions",
-    "MedXChatLoRA",
-    "OptimOptions",
-    "VisionOptions",
-    "apply_lora",
-    "build_llm",
-    "embedding_rms",
-    "load_tokenizer",
-    "tiny_options",
-]
+__all__ = ["MedXChatLoRA"]
 
 
 class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
@@ -176,21 +161,39 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
 
     # ---- steps --------------------------------------------------------------------------------
 
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean cross-entropy over the batch's assistant tokens (labels != -100)."""
+    def forward(self, batch: dict[str, Any], loss_denominator: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy summed over the batch's assistant tokens (labels != -100) over `loss_denominator`
+        (default: their number, the batch mean)."""
         outputs = self.model(
             batch["input_ids"],
             batch["attention_mask"],
             batch.get("pixel_values"),
             batch.get("image_mask"),
             labels=batch["labels"],
+            loss_denominator=loss_denominator,
         )
         return outputs.loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        answer_tokens = supervised_tokens(batch["labels"])
+        denominator = self._step_denominator(batch)
+        loss = self(batch, denominator)
+        batch_mean = loss.detach() * (denominator / answer_tokens) if denominator is not None else loss.detach()
+        self.log("train/loss", batch_mean, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
+
+    def _step_denominator(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """What makes the gradient a mean over the answer tokens of the whole optimiser step.
+
+        Lightning divides each micro-batch's loss by the accumulation count and DDP / ZeRO average gradients
+        over ranks, so a micro-batch whose summed token loss is divided by (step tokens over all ranks) /
+        (accumulation x ranks) contributes exactly its tokens' share. `None` (the batch's own mean) when the
+        loader did not count the step (`datamodules.step_totals`)."""
+        if STEP_ANSWER_TOKENS not in batch:
+            return None
+        local = torch.tensor(float(batch[STEP_ANSWER_TOKENS]), device=self.device)
+        total = self.trainer.strategy.reduce(local, reduce_op="sum") if self.trainer.world_size > 1 else local
+        return total / (self.trainer.accumulate_grad_batches * self.trainer.world_size)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list]:
         return self._eval_step(batch, "val")
@@ -252,9 +255,3 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         # The core's fingerprint: the one `MedXChatModel.from_checkpoint` checks, with or without this wrapper.
         return self.model.frozen_fingerprint()
 
-    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
-        # Checkpoints written before the core was split out carry the core's keys without `model.`.
-        keys_of_this_module = {
-            key if key.startswith(WRAPPER_PREFIX) else WRAPPER_PREFIX + key: value for key, value in state_dict.items()
-        }
-        return super().load_state_dict(keys_of_this_module, strict=strict, assign=assign)

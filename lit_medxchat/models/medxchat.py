@@ -247,12 +247,15 @@ class MedXChatModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        loss_denominator: torch.Tensor | float | None = None,
     ) -> Any:
         """The LLM's output on the embedded inputs: `.logits` (B, L, vocab), and with `labels` (-100 =
-        ignored, e.g. everything but assistant tokens) `.loss`, the mean cross-entropy (paper Eq. 3)."""
+        ignored, e.g. everything but assistant tokens) `.loss`, the cross-entropy (paper Eq. 3) summed over the
+        labelled tokens and divided by `loss_denominator` (default: their number, i.e. the mean)."""
         embeds = self.embed_inputs(input_ids, pixel_values, image_mask)
+        extra = {"num_items_in_batch": loss_denominator} if loss_denominator is not None else {}
         # No KV cache: nothing decodes after a teacher-forced pass (and checkpointed layers refuse one).
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, use_cache=False, **extra)
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -370,10 +373,8 @@ class MedXChatModel(nn.Module):
 
 
 def core_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A checkpoint's state dict with the keys of `MedXChatModel` (the wrapper's `model.` prefix removed).
-
-    Checkpoints written before the model had a separate core carry the core's keys already; they pass as is.
-    """
+    """A `MedXChatLoRA` checkpoint's state dict with the keys of `MedXChatModel` (the wrapper's `model.` prefix
+    removed); a key without the prefix is not the wrapper's and fails the strict key check that follows."""
     return {key.removeprefix(WRAPPER_PREFIX): value for key, value in state_dict.items()}
 
 

@@ -106,6 +106,17 @@ class ZeroStrategy(DeepSpeedStrategy):
         )
         return engine, ds_optimizer
 
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Backward without DeepSpeed's own division by the accumulation steps.
+
+        Lightning's loop already divides every micro-batch's loss by `accumulate_grad_batches`; the engine's
+        `backward` would divide again, so with accumulation a ZeRO run got gradients `accumulate` times smaller
+        than the same run under DDP (what gradient clipping at 1.0 sees, and what a token-normalised loss must
+        not get). Tested: equal gradients under DDP and ZeRO-2 for 2 ranks x 2 micro-batches.
+        """
+        kwargs.setdefault("scale_wrt_gas", False)
+        return super().backward(closure_loss, optimizer, *args, **kwargs)
+
     def optimizer_step(self, optimizer: Any, closure: Any, model: Any = None, **kwargs: Any) -> Any:
         """The step, then rank 0's buffers of training modules on every rank (as DDP's `broadcast_buffers`).
 
