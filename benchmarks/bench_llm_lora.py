@@ -25,7 +25,8 @@ import torch
 from lit_medxchat.core.constants import XRAY_END, XRAY_START
 from lit_medxchat.core.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation
 from lit_medxchat.core.tokenizer import train_tokenizer
-from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
+from lit_medxchat.models.llm_lora import MedXChatLoRA
+from lit_medxchat.models.medxchat_options import tiny_options
 
 NUM_IMAGE_TOKENS = 4
 WARMUP_STEPS = 5

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                              "'pipe:CMD {shard}')")
     parser.add_argument("--out", type=Path, required=True, help="folder for the tokenizer (save_pretrained format)")
     parser.add_argument("--vocab-size", type=int, default=2000, help="BPE vocabulary size (default 2000)")
+    parser.add_argument("--style", choices=("byte-bpe", "llama"), default="byte-bpe",
+                        help="byte-bpe (GPT-2-like, its own pad token; default) or llama (SentencePiece-style as "
+                             "LLaMA's tokenizer: '▁' word marks, byte fallback, pad = eos)")
     parser.add_argument("--split", default="train", help="split whose text trains the tokenizer (default train)")
     args = parser.parse_args(argv)
     if args.vocab_size < 300:
@@ -45,6 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     if not texts:
         print(f"lit-medxchat tokenizer: error: no text in {args.data_dir}/{args.split}", file=sys.stderr)
         return 2
-    tokenizer = train_tokenizer(texts, args.vocab_size, args.out)
-    print(f"trained a {len(tokenizer)}-token tokenizer on {len(texts)} texts -> {args.out}")
+    tokenizer = train_tokenizer(texts, args.vocab_size, args.out, style=args.style)
+    print(f"trained a {len(tokenizer)}-token {args.style} tokenizer on {len(texts)} texts -> {args.out}")
     return 0

@@ -20,7 +20,8 @@ from lit_medxchat.core.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_c
 from lit_medxchat.core.tokenizer import train_tokenizer
 from lit_medxchat.inference.chat import main as chat_main
 from lit_medxchat.inference.pipeline import MedXChatPipeline, extract_xray_prompts, preprocess_images
-from lit_medxchat.models.llm_lora import MedXChatLoRA, OptimOptions, tiny_options
+from lit_medxchat.models.llm_lora import MedXChatLoRA
+from lit_medxchat.models.medxchat_options import OptimOptions, tiny_options
 
 T = 4
 DRAW = "Draw a PA chest X-ray."

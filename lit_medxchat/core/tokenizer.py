@@ -1,8 +1,13 @@
-"""A byte-level BPE tokenizer trained locally on the shards' text, for the tiny and demo LLMs.
+"""Chat tokenizers trained locally on the shards' text, for the tiny and demo LLMs.
 
 Paper-scale runs use the base LLM's own tokenizer (`AutoTokenizer.from_pretrained`) extended by
 `add_medxchat_tokens`; tiny runs train one here so that nothing is downloaded. Either way the run
 saves it with `save_pretrained` into `RUN/tokenizer/`, and `AutoTokenizer.from_pretrained` loads it.
+
+Two styles: `byte-bpe` (GPT-2-like byte-level BPE with its own pad token, the demo's) and `llama`
+(SentencePiece-style BPE as LLaMA's: "▁" word marks, byte fallback, `<unk>`/`<s>`/`</s>`, no pad token so
+pad = eos), loaded as transformers' `LlamaTokenizer` exactly as the paper config's LLaMA tokenizer is: the
+paper path's encoding quirks (a "▁" prepended to every text it is given) are exercised on CPU.
 
 Token roles:
 - `<image>` is a *special* token: the model replaces its embeddings by visual-adapter outputs, and
@@ -31,6 +36,9 @@ UNK_TOKEN = "<unk>"
 # Order fixes the ids 0..3 of a trained tokenizer; the three MedXChat tokens follow.
 BASE_SPECIAL_TOKENS: tuple[str, ...] = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
 MIN_VOCAB_SIZE = 256 + len(BASE_SPECIAL_TOKENS) + 3  # the byte alphabet must fit
+STYLES = ("byte-bpe", "llama")
+LLAMA_SPECIAL_TOKENS: tuple[str, ...] = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN)  # ids 0, 1, 2 as in LLaMA
+LLAMA_BYTE_TOKENS: tuple[str, ...] = tuple(f"<0x{value:02X}>" for value in range(256))  # byte fallback
 
 
 def train_tokenizer(
@@ -38,8 +46,9 @@ def train_tokenizer(
     vocab_size: int,
     out_dir: str | Path | None = None,
     model_max_length: int = 2048,
+    style: str = "byte-bpe",
 ) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on `texts` and (when `out_dir` is given) save it there.
+    """Train a BPE tokenizer of `style` (`STYLES`) on `texts` and (when `out_dir` is given) save it there.
 
     Args:
         texts: training text (reports, dialogue turns); iterated once. Any Unicode is encodable
@@ -49,12 +58,18 @@ def train_tokenizer(
         out_dir: folder for `save_pretrained` (created); `AutoTokenizer.from_pretrained(out_dir)`
             reloads the same tokenizer.
         model_max_length: recorded in the tokenizer config (tokens).
+        style: `byte-bpe` or `llama` (see the module docstring).
     """
+    if style not in STYLES:
+        raise ValueError(f"style={style!r} is not a tokenizer style; choose one of {STYLES}")
     if vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(
             f"vocab_size={vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB_SIZE} "
             "(256 bytes + special tokens); raise vocab_size."
         )
+    if style == "llama":
+        tokenizer = _train_llama(texts, vocab_size, model_max_length)
+        return _finish(tokenizer, out_dir)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     backend = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
@@ -83,12 +98,41 @@ def train_tokenizer(
         padding_side="left",
         model_max_length=model_max_length,
     )
+    return _finish(tokenizer, out_dir)
+
+
+def _finish(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path | None) -> PreTrainedTokenizerFast:
     add_medxchat_tokens(tokenizer)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(str(out))
     return tokenizer
+
+
+def _train_llama(texts: Iterable[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerFast:
+    """SentencePiece-style BPE: merges learnt inside "▁"-marked words (as SentencePiece splits on whitespace),
+    the 256 byte pieces for anything unseen, then handed to transformers' `LlamaTokenizer` (its pre-tokenizer,
+    decoder and special tokens)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    backend = Tokenizer(models.BPE(unk_token=UNK_TOKEN, byte_fallback=True, fuse_unk=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 3,  # the three MedXChat tokens are added after training
+        special_tokens=[*LLAMA_SPECIAL_TOKENS, *LLAMA_BYTE_TOKENS],
+        show_progress=False,
+    )
+    counter = _CountingIterator(texts)
+    backend.train_from_iterator(counter, trainer=trainer)
+    if counter.count == 0:
+        raise ValueError("train_tokenizer got no texts: pass the shards' reports and dialogue turns.")
+    model = json.loads(backend.to_str())["model"]
+    merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in model["merges"]]
+    return LlamaTokenizer(vocab=model["vocab"], merges=merges, model_max_length=model_max_length)
 
 
 def add_medxchat_tokens(tokenizer: PreTrainedTokenizerBase) -> list[int]:

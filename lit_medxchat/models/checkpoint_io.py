@@ -117,17 +117,30 @@ def state_fingerprint(state_dict: Mapping[str, torch.Tensor], keys: Iterable[str
     """
     digest = hashlib.sha256()
     for key in sorted(keys):
-        tensor = state_dict[key]
-        digest.update(key.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        values = tensor.detach()
-        if not values.is_floating_point():
-            values = values.double()
-        # float64 accumulation on the tensor's own device, without a float64 copy of a large tensor
-        total = torch.sum(values, dtype=torch.float64).item()
-        magnitude = torch.sum(values.abs(), dtype=torch.float64).item()
+        with _whole(state_dict[key]) as tensor:
+            digest.update(key.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            values = tensor.detach()
+            if not values.is_floating_point():
+                values = values.double()
+            # float64 accumulation on the tensor's own device, without a float64 copy of a large tensor
+            total = torch.sum(values, dtype=torch.float64).item()
+            magnitude = torch.sum(values.abs(), dtype=torch.float64).item()
         digest.update(f"{total:.6e}|{magnitude:.6e}".encode())
     return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _whole(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The tensor with all its values: a ZeRO-3 partitioned parameter (empty on every rank) is gathered for the
+    block. Collective then, so every rank must hash the same keys (checkpoint hooks run on all ranks)."""
+    if getattr(tensor, "ds_id", None) is None:
+        yield tensor
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
+        yield tensor
 
 
 @contextlib.contextmanager
@@ -147,7 +160,8 @@ def cached_frozen_fingerprint(module: nn.Module) -> str:
     """`state_fingerprint` of `module`'s frozen weights, computed once per module (they do not train)."""
     cached = getattr(module, "_cached_frozen_fingerprint", None)
     if cached is None:
-        cached = state_fingerprint(module.state_dict(), frozen_keys(module))
+        # keep_vars: the parameters themselves, whose ZeRO-3 partition handle `state_fingerprint` gathers through
+        cached = state_fingerprint(module.state_dict(keep_vars=True), frozen_keys(module))
         module._cached_frozen_fingerprint = cached
     return cached
 

@@ -351,7 +351,7 @@ class TextToCXR(nn.Module):
     def _warn_if_base_changed(self, saved_fingerprint: str | None) -> None:
         if saved_fingerprint is None:
             return
-        current = state_fingerprint(self.state_dict(), frozen_keys(self))
+        current = state_fingerprint(self.state_dict(keep_vars=True), frozen_keys(self))
         check = "base.name_or_path, its revision, init_seed and base.frozen_dtype"
         warn_if_frozen_base_changed(saved_fingerprint, current, check, stacklevel=3)
 

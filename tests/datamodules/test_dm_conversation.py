@@ -14,12 +14,25 @@ from lit_medxchat.core.conversation import (
     render_image_placeholder,
 )
 
+TOKENIZER_TEXTS = [
+    "PA view of the chest was obtained. findings: there is a small right pleural effusion.",
+    "impression: no acute cardiopulmonary process. Is there a pneumothorax? no.",
+    "Human: please write the report for this chest X-ray. AI: lateral view of the chest.",
+] * 4
 TURNS = [
     {"role": "user", "content": "Please write the report for this chest X-ray."},
     {"role": "assistant", "content": "PA view of the chest was obtained. findings: small right pleural effusion."},
     {"role": "user", "content": "Is there a pneumothorax?"},
     {"role": "assistant", "content": "no."},
 ]
+
+
+@pytest.fixture(scope="module", params=["byte-bpe", "llama"])
+def tiny_tokenizer(request):
+    """Every format test runs with a byte-level BPE and a SentencePiece-style LLaMA tokenizer (pad = eos)."""
+    from lit_medxchat.core.tokenizer import train_tokenizer
+
+    return train_tokenizer(TOKENIZER_TEXTS, vocab_size=400, style=request.param)
 
 
 def _supervised_text(tok, encoded) -> list[str]:
@@ -50,7 +63,9 @@ def test_labels_cover_exactly_the_answers_and_their_eos(tiny_tokenizer):
     assert len(encoded.input_ids) == len(encoded.labels)
     assert not encoded.truncated and encoded.num_turns == 4
     runs = _supervised_text(tok, encoded)
-    assert runs == [" " + TURNS[1]["content"] + tok.eos_token, " " + TURNS[3]["content"] + tok.eos_token]
+    # a LLaMA decoder drops the leading space of a decoded run; the byte-level one keeps it
+    expected = [TURNS[1]["content"] + tok.eos_token, TURNS[3]["content"] + tok.eos_token]
+    assert [run.lstrip(" ") for run in runs] == expected
     for token_id, label in zip(encoded.input_ids, encoded.labels, strict=True):
         assert label in (IGNORE_INDEX, token_id)
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -104,7 +119,8 @@ def test_decode_answer_stops_at_eos_and_next_human_turn(tiny_tokenizer):
     ids = tok(" no effusion.\nHuman: and now?", add_special_tokens=False)["input_ids"]
     assert decode_answer(tok, ids) == "no effusion."
     ids = tok(" no effusion.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id, 5, 6]
-    assert decode_answer(tok, [tok.pad_token_id] + ids) == "no effusion."
+    if tok.pad_token_id != tok.eos_token_id:  # with pad = eos (LLaMA) a leading pad is an EOS: nothing was said
+        assert decode_answer(tok, [tok.pad_token_id] + ids) == "no effusion."
 
 
 def test_bad_inputs_are_rejected_with_a_reason(tiny_tokenizer):
@@ -129,3 +145,31 @@ def test_prompt_drops_oldest_exchanges_first(tiny_tokenizer):
     assert len(short) < len(full)
     text = tok.decode(short, skip_special_tokens=False)
     assert "Anything else?" in text and IMAGE_TOKEN in text and "Please write" not in text
+
+
+def test_sentencepiece_encoding_has_no_stray_word_marks_between_turns(tiny_tokenizer):
+    """Proves: the conversation's ids are one encoding of the rendered text (not turns encoded one by one, which
+    gives a LLaMA tokenizer a lone "▁" before every turn, "AI:" and newline): its "▁" marks are the text's spaces."""
+    encoded = encode_conversation(tiny_tokenizer, TURNS, num_images=1, num_image_tokens=2, max_length=512)
+    text = tiny_tokenizer.decode(encoded.input_ids[1:], skip_special_tokens=False)
+    assert encoded.input_ids[1:] == tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens = tiny_tokenizer.convert_ids_to_tokens(encoded.input_ids)
+    if "\u2581" in "".join(tokens):  # SentencePiece style: one word mark per space of the text, plus the leading one
+        assert sum(token.count("\u2581") for token in tokens) == text.count(" ") + 1, tokens
+
+
+def test_llama_style_pads_with_eos_and_still_learns_to_stop(tiny_tokenizer):
+    """Proves: with pad = eos (LLaMA has no pad token) padding carries no label, every answer's closing EOS does."""
+    from datamodules.chat import ChatCollate
+
+    pad = tiny_tokenizer.pad_token_id
+    short = encode_conversation(tiny_tokenizer, TURNS[:2], num_images=0, num_image_tokens=2, max_length=512)
+    long = encode_conversation(tiny_tokenizer, TURNS, num_images=0, num_image_tokens=2, max_length=512)
+    batch = ChatCollate(pad, image_size=8, evaluation=False)([
+        {"input_ids": e.input_ids, "labels": e.labels, "pixel_values": [], "task": "vqa", "key": str(i)}
+        for i, e in enumerate((short, long))])
+    row = batch["labels"][0]
+    padded = slice(len(short.input_ids), None)
+    assert (row[padded] == IGNORE_INDEX).all() and (batch["input_ids"][0, padded] == pad).all()
+    eos_labels = int((batch["labels"] == tiny_tokenizer.eos_token_id).sum())
+    assert eos_labels == 3, "one EOS label per complete answer (1 + 2), none on padding"

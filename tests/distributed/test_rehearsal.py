@@ -2,11 +2,12 @@
 
 What a user types is what runs: `cluster/torchrun.sh` once per node (NODE_RANK 0 and 1 on 127.0.0.1, 4 gloo
 processes), a shipped `tiny/*` config (the paper's model classes at tiny sizes), the strategy block of
-`cluster/README.md` read from the README itself, shards from `lit-medxchat data synth/prepare` and a tokenizer
-from `lit-medxchat tokenizer`. Each case: fit with periodic checkpoints and validation (generation and the
-config's metric callbacks) -> SIGKILL of both nodes after step 6, before its checkpoint -> the same command with
-`--ckpt_path last` (resumes from step 4) -> steps 4 and 5 give the same losses as before the kill, bit for bit,
-on every rank -> the final checkpoint, validated by one process, gives the 4-rank validation's metrics.
+`cluster/README.md` read from the README itself, shards from `lit-medxchat data synth/prepare` and a LLaMA-style
+(SentencePiece, pad = eos) tokenizer from `lit-medxchat tokenizer --style llama`. Each case: fit with periodic
+checkpoints and validation (generation and the config's metric callbacks) -> SIGKILL of both nodes after step 6,
+before its checkpoint -> the same command with `--ckpt_path last` (resumes from step 4) -> steps 4 and 5 give the
+same losses as before the kill, bit for bit, on every rank -> the final checkpoint, validated by one process, gives
+the 4-rank validation's metrics.
 
 Bitwise holds for the first resumed step (restored weights, data position and RNG). From the next step on, the
 losses agree to float32 rounding, not bit for bit: with more than two ranks an all-reduce adds four values in an
@@ -58,7 +59,8 @@ REQUIRED_METRICS = {
 
 @pytest.fixture(scope="module")
 def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Shards of 36 phantom subjects (59 train, 9 validation samples: 7 steps of 4 ranks x 2) and a tokenizer."""
+    """Shards of 36 phantom subjects (59 train, 9 validation samples: 7 steps of 4 ranks x 2) and a tokenizer shaped
+    as the paper's LLaMA one."""
     from datamodules.tokenizer_cli import main as tokenizer_main
     from lit_medxchat.inference.prepare_cli import main as prepare_main
     from lit_medxchat.synth.cli import main as synth_main
@@ -69,7 +71,7 @@ def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert prepare_main(["mimic-cxr", "--root", str(root / "mimic"), "--out", str(root / "shards"), "--image-size",
                          "64", "--samples-per-shard", "8", "--workers", "1"]) == 0
     assert tokenizer_main(["--data-dir", str(root / "shards"), "--out", str(root / "tokenizer"),
-                           "--vocab-size", "600"]) == 0
+                           "--vocab-size", "600", "--style", "llama"]) == 0
     return {"shards": root / "shards", "tokenizer": root / "tokenizer"}
 
 

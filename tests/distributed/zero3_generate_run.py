@@ -1,9 +1,11 @@
 """Two ranks, the chat core under DeepSpeed ZeRO-3 with every parameter partitioned, decoding different lengths.
 
-Rank 0 asks for 1 new token, rank 1 for 6; rank 0's batch has no image, rank 1's has two. Each rank decodes
-with the HF decoder (`image_contrast` 0) and with the image-contrastive one, then runs a teacher-forced forward.
-Without synced decoding rank 1 waits for ever in an all-gather that rank 0 never joins; `faulthandler` then prints
-both ranks' stacks and exits after HANG_TIMEOUT_S. Usage (under torchrun): zero3_generate_run.py TOKENIZER OUT_DIR
+Also records the frozen-weights fingerprint before partitioning and after (gathered): a checkpoint of a ZeRO-3 run
+must carry the fingerprint of the real weights. Rank 0 asks for 1 new token, rank 1 for 6; rank 0's batch has no
+image, rank 1's has two. Each rank decodes with the HF decoder (`image_contrast` 0) and with the image-contrastive
+one, then runs a teacher-forced forward. Without synced decoding rank 1 waits for ever in an all-gather that rank 0
+never joins; `faulthandler` then prints both ranks' stacks and exits after HANG_TIMEOUT_S.
+Usage (under torchrun): zero3_generate_run.py TOKENIZER OUT_DIR
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from lit_medxchat.core.conversation import encode_prompt
 from lit_medxchat.core.distributed import parameters_partitioned
+from lit_medxchat.models.checkpoint_io import frozen_keys, state_fingerprint
 from lit_medxchat.models.medxchat import MedXChatModel
 from lit_medxchat.models.medxchat_options import core_options, tiny_options
 
@@ -62,6 +65,7 @@ def main() -> None:
     rank = torch.distributed.get_rank()
     torch.manual_seed(0)
     model = MedXChatModel(tokenizer, **core_options(tiny_options(NUM_IMAGE_TOKENS)))
+    whole_fingerprint = state_fingerprint(model.state_dict(keep_vars=True), frozen_keys(model))  # not cached
     config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 3,
               "stage3_param_persistence_threshold": 0}, "zero_allow_untested_optimizer": True}
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -73,7 +77,8 @@ def main() -> None:
     answers = {str(contrast): engine(batch, max_new_tokens, contrast) for contrast in (0.0, 1.0)}
     lengths = {key: [len(model.tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
                for key, texts in answers.items()}
-    result = {"rank": rank, "partitioned": parameters_partitioned(model), "lengths": lengths}
+    result = {"rank": rank, "partitioned": parameters_partitioned(model), "lengths": lengths,
+              "fingerprints": [whole_fingerprint, model.frozen_fingerprint()]}
     with open(f"{out_dir}/rank{rank}.json", "w") as handle:
         json.dump(result, handle)
     del engine

@@ -186,7 +186,8 @@ def test_llm_lora_checkpoint_exports_through_the_same_command(tmp_path):
 
     from lit_medxchat.core.tokenizer import train_tokenizer
     from lit_medxchat.models.checkpoint_io import filter_state_dict, trainable_keys
-    from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
+    from lit_medxchat.models.llm_lora import MedXChatLoRA
+    from lit_medxchat.models.medxchat_options import tiny_options
 
     texts = ["PA view of the chest was obtained. findings: small left pleural effusion."] * 20
     train_tokenizer(texts, vocab_size=300, out_dir=tmp_path / "tokenizer")

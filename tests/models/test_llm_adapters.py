@@ -8,7 +8,8 @@ import pytest
 import torch
 from test_llm_lora import DIALOGUES, NUM_IMAGE_TOKENS, chat_batch, make_model, tokenizer_dir  # noqa: F401
 
-from lit_medxchat.models.llm_lora import AdapterOptions, VisionOptions, embedding_rms
+from lit_medxchat.models.causal_lm import embedding_rms
+from lit_medxchat.models.medxchat_options import AdapterOptions, VisionOptions
 from lit_medxchat.models.visual_adapter import build_vision_tower, build_visual_adapter
 
 RESNET = {"model_type": "resnet", "image_size": 64, "embedding_size": 8, "hidden_sizes": [8, 8, 16, 16],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lit_medxchat.core.tokenizer import train_tokenizer
-from lit_medxchat.models.llm_lora import AdapterOptions, LLMOptions, LoRAOptions, MedXChatLoRA, tiny_options
+from lit_medxchat.models.llm_lora import MedXChatLoRA
+from lit_medxchat.models.medxchat_options import AdapterOptions, LLMOptions, LoRAOptions, tiny_options
 from lit_medxchat.models.visual_adapter import VisionOptions
 
 

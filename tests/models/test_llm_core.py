@@ -13,9 +13,9 @@ from test_llm_lora import NUM_IMAGE_TOKENS, chat_batch, make_model, tokenizer_di
 
 from lit_medxchat.models import registry
 from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
-from lit_medxchat.models.llm_lora import LoRAOptions, MedXChatLoRA
+from lit_medxchat.models.llm_lora import MedXChatLoRA
 from lit_medxchat.models.medxchat import MedXChatModel
-from lit_medxchat.models.medxchat_options import core_options, tiny_options
+from lit_medxchat.models.medxchat_options import LoRAOptions, core_options, tiny_options
 
 PLAIN = (dict, list, tuple, str, int, float, bool, type(None))
 
@@ -106,16 +106,15 @@ def test_from_checkpoint_takes_overrides_and_checks_keys_strictly(trained):
         MedXChatModel.from_checkpoint(missing)
 
 
-def test_checkpoints_with_the_cores_keys_load_into_both(trained, recwarn):
-    """Keys without the wrapper's `model.` prefix (checkpoints from before the core was split out) still load."""
+def test_the_wrapper_refuses_keys_that_are_not_its_own(trained):
+    """A state dict keyed for the core (no `model.` prefix) is not silently re-keyed into the Lightning module: the
+    strict key check names what is missing, and no weight is touched."""
     wrapper, path = trained
     checkpoint = torch.load(path, weights_only=True)
     flat = {key.removeprefix("model."): value for key, value in checkpoint["state_dict"].items()}
     assert flat.keys() != checkpoint["state_dict"].keys()
-    core = MedXChatModel.from_checkpoint(dict(checkpoint, state_dict=flat))
-    assert checkpoint["frozen_fingerprint"] == core.frozen_fingerprint()
-    assert not [w for w in recwarn if "frozen base" in str(w.message)]
     reloaded = MedXChatLoRA(**checkpoint["hyper_parameters"])
-    reloaded.load_state_dict(flat)
-    for key, value in wrapper.state_dict().items():
-        assert torch.equal(value, reloaded.state_dict()[key]), key
+    before = {key: value.clone() for key, value in reloaded.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match="missing trainable keys: model\\."):
+        reloaded.load_state_dict(flat)
+    assert all(torch.equal(value, reloaded.state_dict()[key]) for key, value in before.items())

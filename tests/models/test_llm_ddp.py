@@ -23,7 +23,8 @@ SCRIPT = textwrap.dedent(
     import lightning.pytorch as pl
     import torch
     from lit_medxchat.core.conversation import IGNORE_INDEX, encode_conversation, encode_prompt
-    from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
+    from lit_medxchat.models.llm_lora import MedXChatLoRA
+    from lit_medxchat.models.medxchat_options import tiny_options
     from callbacks.image_dependence import ImageDependence
     from lit_medxchat.training.rank_seed import PerRankSeed
 

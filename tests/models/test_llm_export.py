@@ -7,7 +7,8 @@ import json
 import torch
 
 from lit_medxchat.core.tokenizer import medxchat_token_ids, train_tokenizer
-from lit_medxchat.models.llm_lora import MedXChatLoRA, tiny_options
+from lit_medxchat.models.llm_lora import MedXChatLoRA
+from lit_medxchat.models.medxchat_options import tiny_options
 from lit_medxchat.models.visual_adapter import AdapterOptions, build_visual_adapter
 
 

@@ -11,7 +11,8 @@ from lit_medxchat.core.constants import XRAY_END, XRAY_START
 from lit_medxchat.core.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation, encode_prompt
 from lit_medxchat.core.tokenizer import train_tokenizer
 from lit_medxchat.models.checkpoint_io import CheckpointMismatchError
-from lit_medxchat.models.llm_lora import LoRAOptions, MedXChatLoRA, tiny_options
+from lit_medxchat.models.llm_lora import MedXChatLoRA
+from lit_medxchat.models.medxchat_options import LoRAOptions, tiny_options
 
 NUM_IMAGE_TOKENS = 4
 TEXTS = [

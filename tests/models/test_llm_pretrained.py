@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from lit_medxchat.core.tokenizer import medxchat_token_ids, train_tokenizer
-from lit_medxchat.models.llm_lora import LLMOptions, MedXChatLoRA, tiny_options
+from lit_medxchat.models.llm_lora import MedXChatLoRA
+from lit_medxchat.models.medxchat_options import LLMOptions, tiny_options
 from lit_medxchat.models.visual_adapter import VisionOptions
 
 

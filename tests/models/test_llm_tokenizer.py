@@ -56,3 +56,24 @@ def test_add_tokens_is_idempotent():
     before = len(tok)
     assert add_medxchat_tokens(tok) == medxchat_token_ids(tok)
     assert len(tok) == before
+
+
+def test_llama_style_loads_as_llamas_tokenizer_with_pad_eos_and_byte_fallback(tmp_path):
+    """Proves: `--style llama` gives what the paper config's LLaMA tokenizer is in transformers: a `LlamaTokenizer`
+    ("▁" word marks, byte fallback for unseen characters, no pad token so pad = eos) with the MedXChat tokens."""
+    from transformers import AutoTokenizer, LlamaTokenizer
+
+    from datamodules.tokenizer_cli import main as tokenizer_main
+
+    with pytest.raises(SystemExit):  # the CLI offers exactly the two styles
+        tokenizer_main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "tok"), "--style", "word-piece"])
+    train_tokenizer(TEXTS, vocab_size=400, out_dir=tmp_path / "tok", style="llama")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert isinstance(reloaded, LlamaTokenizer)
+    assert reloaded.pad_token_id == reloaded.eos_token_id and reloaded.padding_side == "left"
+    assert len(medxchat_token_ids(reloaded)) == 3
+    tokens = reloaded.tokenize("the lungs ø")
+    assert tokens[0].startswith("\u2581") and "<0xC3>" in tokens, tokens  # an unseen character falls back to bytes
+    assert reloaded.decode(reloaded("the lungs ø", add_special_tokens=False)["input_ids"]) == "the lungs ø"
+    with pytest.raises(ValueError, match="not a tokenizer style"):
+        train_tokenizer(TEXTS, vocab_size=400, style="word-piece")

@@ -109,7 +109,8 @@ def dialogue_run(fit_runs: FitRuns, cxr_file: Path, tmp_path_factory: pytest.Tem
     import torch
 
     from lit_medxchat.inference.pipeline import newest_checkpoint, preprocess_images
-    from lit_medxchat.models.llm_lora import GenerationOptions, MedXChatLoRA, OptimOptions
+    from lit_medxchat.models.llm_lora import MedXChatLoRA
+    from lit_medxchat.models.medxchat_options import GenerationOptions, OptimOptions
     from lit_medxchat.serve.uploads import decode_upload
     from lit_medxchat.training.checkpoint_callback import CompleteCheckpoint
 
