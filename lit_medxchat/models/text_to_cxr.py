@@ -125,6 +125,9 @@ class TextToCXR(nn.Module):
             if frozen_dtype != torch.float32:
                 part.to(frozen_dtype)
         self.vae, self.unet, self.text_encoder = parts.vae, parts.unet, parts.text_encoder
+        if opts.gradient_checkpointing:  # diffusers recomputes a block whenever grad is on, train or eval mode
+            self.unet.enable_gradient_checkpointing()
+            self.control.controlnet.enable_gradient_checkpointing()
         # The base's own schedule and prediction type (epsilon or v), for training and every sampler.
         self.schedule = base_noise_schedule(self.base_options.name_or_path)
         self.noise_schedule = make_noise_scheduler("ddpm", self.schedule)

@@ -84,7 +84,7 @@ def make_plan(rest: list[str], options: argparse.Namespace):
     from lit_medxchat.plan.build import build_planned
     from lit_medxchat.plan.memory import LOW_PRECISIONS, model_state_bytes, strategy_plan
     from lit_medxchat.plan.params import count_parameters
-    from lit_medxchat.plan.probe import StepShapes, probe_model
+    from lit_medxchat.plan.probe import StepShapes, gradient_checkpointing_enabled, probe_model
     from lit_medxchat.plan.report import Assumptions, RunPlan
 
     planned = build_planned(rest)
@@ -130,6 +130,7 @@ def make_plan(rest: list[str], options: argparse.Namespace):
         assumptions=Assumptions(options.gpu_memory, options.gpu_tflops, options.mfu, options.train_samples,
                                 options.reserve_memory, options.images_per_sample),
         notes=notes,
+        gradient_checkpointing=gradient_checkpointing_enabled(planned.model),
     )
 
 
@@ -156,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.json is not None:
         options.json.write_text(json.dumps(plan.summary(), indent=1) + "\n")
     if not plan.fits:
-        print(f"lit-medxchat plan: error: peak {plan.peak_bytes(False) / GIB:.1f} GiB per GPU exceeds --gpu-memory "
-              f"{plan.assumptions.gpu_memory / GIB:.0f} GiB: raise the device count, shard with ZeRO, or lower "
-              "data.init_args.batch_size", file=sys.stderr)
+        peak = plan.peak_bytes(plan.gradient_checkpointing)
+        print(f"lit-medxchat plan: error: peak {peak / GIB:.1f} GiB per GPU exceeds --gpu-memory "
+              f"{plan.assumptions.gpu_memory / GIB:.0f} GiB: raise the device count, shard with ZeRO, turn on gradient "
+              "checkpointing or lower data.init_args.batch_size", file=sys.stderr)
         return 3
     return 0

@@ -14,7 +14,8 @@ parts (`encode_images`, `predict_noise`, `compute_loss`, ...), so a shape that d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,6 +223,26 @@ class MetaAutocast(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def gradient_checkpointing_enabled(model: nn.Module) -> bool:
+    """Whether the built model recomputes blocks in backward (`llm.gradient_checkpointing`,
+    `base.gradient_checkpointing`): transformers' layers and diffusers' blocks carry a `gradient_checkpointing` flag."""
+    return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
+
+
+@contextlib.contextmanager
+def _checkpointing_off(model: nn.Module) -> Iterator[None]:
+    """The probe measures every saved tensor and derives the checkpointed figure itself; a real recompute on the
+    meta device cannot be checked by torch (its metadata check fails), so the flags are off while it runs."""
+    switched = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    for module in switched:
+        module.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.gradient_checkpointing = True
+
+
 def probe_model(model: nn.Module, shapes: StepShapes, compute_dtype: torch.dtype | None) -> ProbeResult | None:
     """Probe a shipped model class with its step (None when there is none), under `MetaAutocast(compute_dtype)`."""
     step = STEPS.get(type(model).__name__)
@@ -229,10 +250,12 @@ def probe_model(model: nn.Module, shapes: StepShapes, compute_dtype: torch.dtype
         return None
     model.train()
     if compute_dtype is None:
-        return probe_step(model, lambda: step(model, shapes))
+        with _checkpointing_off(model):
+            return probe_step(model, lambda: step(model, shapes))
 
     def autocast_step() -> torch.Tensor:
         with MetaAutocast(compute_dtype):
             return step(model, shapes)
 
-    return probe_step(model, autocast_step)
+    with _checkpointing_off(model):
+        return probe_step(model, autocast_step)

@@ -43,6 +43,7 @@ class RunPlan:
     probe: ProbeResult | None
     assumptions: Assumptions
     notes: list[str] = field(default_factory=list)
+    gradient_checkpointing: bool = False  # what the config sets: the peak that decides whether the run fits
 
     # ---- derived figures -------------------------------------------------------------------------
     @property
@@ -61,7 +62,7 @@ class RunPlan:
 
     @property
     def fits(self) -> bool:
-        return self.peak_bytes(False) <= self.assumptions.gpu_memory
+        return self.peak_bytes(self.gradient_checkpointing) <= self.assumptions.gpu_memory
 
     @property
     def step_flops_per_gpu(self) -> int | None:
@@ -99,6 +100,7 @@ class RunPlan:
             "peak_bytes": self.peak_bytes(False),
             "peak_bytes_checkpointed": self.peak_bytes(True),
             "gpu_memory_bytes": self.assumptions.gpu_memory,
+            "gradient_checkpointing": self.gradient_checkpointing,
             "fits": self.fits,
             "deepspeed_estimate": self.memory.deepspeed_estimate,
             "ours_for_deepspeed_estimate": self.memory.ours_for_estimate,
@@ -171,7 +173,10 @@ def format_plan(plan: RunPlan) -> str:
     lines.append(f"  {'CUDA context + allocator reserve (assumed)':<44} {_gib(a.reserve)}")
     lines.append(f"  {'peak':<44} {_gib(plan.peak_bytes(False))}"
                  f"   with activation checkpointing {_gib(plan.peak_bytes(True)).strip()}")
-    headroom = a.gpu_memory - plan.peak_bytes(False)
+    state = "on" if plan.gradient_checkpointing else "off"
+    lines.append(f"  {'gradient checkpointing in this config':<44} {state:>9}   (llm.gradient_checkpointing, "
+                 "base.gradient_checkpointing)")
+    headroom = a.gpu_memory - plan.peak_bytes(plan.gradient_checkpointing)
     verdict = "fits" if headroom >= 0 else "DOES NOT FIT"
     lines.append(f"  {'headroom on a ' + f'{a.gpu_memory / GIB:.0f} GiB GPU':<44} {_gib(headroom)}   {verdict}")
     for name, value in plan.memory.cpu_per_node.items():

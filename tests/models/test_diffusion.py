@@ -366,3 +366,32 @@ def test_training_noise_is_keyed_to_the_sample_not_to_the_batch_or_rank(model):
     assert torch.allclose(model.diffusion_loss(reordered), together, rtol=1e-5)
     other_seeds = {**batch, "noise_seeds": torch.tensor([21, 22, 23, 24])}
     assert not torch.allclose(model.diffusion_loss(other_seeds), together)
+
+
+def _counter(calls: dict[str, int], name: str):
+    def count(*_) -> None:
+        calls[name] += 1
+
+    return count
+
+
+def test_gradient_checkpointing_recomputes_unet_blocks_and_changes_no_gradient():
+    """Proves: `base.gradient_checkpointing` runs the frozen UNet's and the control copy's blocks again in the
+    backward pass (fewer saved activations), with the same loss and the same gradient on every trainable weight."""
+    batch = diffusion_batch()
+    runs = {}
+    for checkpointing in (False, True):
+        model = make_model(base={"gradient_checkpointing": checkpointing}).train()
+        calls = {"unet": 0, "control": 0}
+        # the UNet's up path: the control residuals reach the loss through it (its down path needs no backward)
+        model.unet.up_blocks[-1].resnets[0].register_forward_pre_hook(_counter(calls, "unet"))
+        model.control.controlnet.down_blocks[0].resnets[0].register_forward_pre_hook(_counter(calls, "control"))
+        loss = model.diffusion_loss(batch, torch.Generator().manual_seed(0))
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        runs[checkpointing] = (loss.item(), grads, dict(calls))
+    assert runs[False][2] == {"unet": 1, "control": 1}
+    assert runs[True][2] == {"unet": 2, "control": 2}, "a checkpointed block runs again in the backward pass"
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-6)
+    for name, grad in runs[False][1].items():
+        assert torch.allclose(runs[True][1][name], grad, atol=1e-6, rtol=1e-5), name

@@ -107,3 +107,26 @@ def test_tiny_plan_equals_the_built_model_and_what_the_optimizer_allocates(tmp_p
     predicted = model_state_bytes(planned, StrategyPlan("single"), "32-true", devices=1, num_nodes=1).gpu
     assert predicted == measured
 
+
+
+@pytest.mark.parametrize("name,option", [("tiny/chat", "--model.init_args.llm.gradient_checkpointing"),
+                                         ("tiny/diffusion", "--model.init_args.base.gradient_checkpointing")])
+def test_gradient_checkpointing_in_the_config_decides_the_verdict(name: str, option: str, tmp_path: Path,
+                                                                   capsys) -> None:
+    """Proves: with the LLM's or the UNet's checkpointing switched on, the plan still probes the step (a recompute
+    on the meta device would fail), says it is on, and judges the fit by the checkpointed peak: a GPU between the
+    two peaks fits only with checkpointing."""
+    out = tmp_path / "plan.json"
+    assert main(["--config", name, "--json", str(out), "--reserve-memory", "0"]) == 0, capsys.readouterr().err
+    plain = json.loads(out.read_text())
+    assert plain["gradient_checkpointing"] is False
+    between = (plain["peak_bytes"] + plain["peak_bytes_checkpointed"]) // 2
+    assert plain["peak_bytes_checkpointed"] < between < plain["peak_bytes"]
+    argv = ["--config", name, "--json", str(out), "--reserve-memory", "0", "--gpu-memory", f"{between}b"]
+    assert main(argv) == 3
+    capsys.readouterr()
+    assert main([*argv, option, "true"]) == 0, capsys.readouterr().err
+    assert "gradient checkpointing in this config               on" in capsys.readouterr().out
+    checkpointed = json.loads(out.read_text())
+    assert checkpointed["gradient_checkpointing"] is True and checkpointed["fits"] is True
+    assert checkpointed["activation_bytes"] == plain["activation_bytes"]
