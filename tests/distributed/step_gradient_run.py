@@ -108,7 +108,7 @@ def lightning_run(mode: str, tokenizer_dir: str, out_dir: Path) -> None:
                                         "train_micro_batch_size_per_gpu": 2})
     else:
         strategy = "ddp" if mode == "ddp" else "auto"
-    trainer = pl.Trainer(accelerator="cpu", devices=world, strategy=strategy, max_steps=1,
+    trainer = pl.Trainer(accelerator="cpu", devices=world, strategy=strategy, max_steps=1, default_root_dir=out_dir,
                          accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
                          callbacks=[SaveGradients(out_dir / f"{mode}.pt", mode == "zero2")])
