@@ -47,6 +47,9 @@ def _strategy_error(value: Any) -> ValueError:
     )
 
 
+BUILD_RAM = "model build (all ranks)"
+
+
 def _deepspeed_json(config: Any) -> dict[str, Any]:
     from lit_medxchat.training.strategies import CLUSTER_DEEPSPEED_DIR, load_deepspeed_config
 
@@ -80,7 +83,7 @@ def strategy_plan(strategy: Any, world_size: int) -> StrategyPlan:
         init = strategy.get("init_args") or {}
         if "DDP" in name:
             return StrategyPlan("ddp", source=name)
-        if "DeepSpeed" in name:
+        if "DeepSpeed" in name or name == "ZeroStrategy":  # ours is a DeepSpeedStrategy
             zero = dict(_deepspeed_json(init["config"]).get("zero_optimization", {})) if init.get("config") else {}
             stage = int(zero.get("stage", init.get("stage", 2)))
             off_opt = (zero.get("offload_optimizer") or {}).get("device", "none") != "none" or bool(
@@ -119,6 +122,9 @@ def model_state_bytes(
     true_low = low and str(precision).endswith("true") or str(precision) in ("bf16", "16")
     plan = MemoryPlan()
     trainable, frozen = counts.trainable, counts.frozen
+    # Every rank builds the whole model in host RAM (in its built dtypes) before the strategy moves or shards it:
+    # the models are built in `__init__`, not in `configure_model` under `deepspeed.zero.Init`.
+    plan.cpu_per_node[BUILD_RAM] = (counts.frozen_bytes + counts.trainable_bytes) * devices
     if strategy.kind in ("single", "ddp"):
         t_bytes = 2 * trainable if true_low else counts.trainable_bytes
         plan.gpu["frozen weights"] = 2 * frozen if true_low else counts.frozen_bytes

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lit_medxchat.plan.memory import GIB, MemoryPlan
+from lit_medxchat.plan.memory import BUILD_RAM, GIB, MemoryPlan
 from lit_medxchat.plan.params import ParamCounts, index_ranges
 from lit_medxchat.plan.probe import ProbeResult
 
@@ -180,7 +180,8 @@ def format_plan(plan: RunPlan) -> str:
     verdict = "fits" if headroom >= 0 else "DOES NOT FIT"
     lines.append(f"  {'headroom on a ' + f'{a.gpu_memory / GIB:.0f} GiB GPU':<44} {_gib(headroom)}   {verdict}")
     for name, value in plan.memory.cpu_per_node.items():
-        lines.append(f"  CPU RAM per node: {name:<26} {_gib(value)}")
+        lines.append(f"  CPU RAM per node: {name:<26} {_gib(value)}"
+                     + (f"   ({_gib(value // max(plan.devices, 1)).strip()} per rank)" if name == BUILD_RAM else ""))
     if plan.memory.deepspeed_estimate is not None:
         ds = plan.memory.deepspeed_estimate
         ratio = plan.memory.ours_for_estimate / ds["gpu"] if ds["gpu"] else float("nan")

@@ -130,3 +130,21 @@ def test_gradient_checkpointing_in_the_config_decides_the_verdict(name: str, opt
     checkpointed = json.loads(out.read_text())
     assert checkpointed["gradient_checkpointing"] is True and checkpointed["fits"] is True
     assert checkpointed["activation_bytes"] == plain["activation_bytes"]
+
+
+def test_the_documented_zero_strategy_block_is_planned_with_its_stage_and_the_build_ram(tmp_path: Path) -> None:
+    """Proves: `ZeroStrategy` with a shipped config name (the strategy block of cluster/README.md) is planned as
+    DeepSpeed at that config's stage, and host RAM per node counts the whole model once per rank (models are
+    built before DeepSpeed shards them)."""
+    from lit_medxchat.plan.memory import BUILD_RAM
+
+    out = tmp_path / "plan.json"
+    argv = ["--config", "tiny/chat", "--trainer.devices", "2", "--trainer.precision", "bf16-mixed",
+            "--trainer.strategy", "lit_medxchat.training.strategies.ZeroStrategy",
+            "--trainer.strategy.init_args.config", "zero3", "--json", str(out)]
+    assert main(argv) == 0
+    plan = json.loads(out.read_text())
+    assert plan["strategy"] == "ZeroStrategy (zero3)"
+    assert "largest layer gathered (ZeRO-3)" in plan["gpu_bytes"]
+    whole = sum(part["trainable_bytes"] + part["frozen_bytes"] for part in plan["parameters"]["parts"])
+    assert plan["cpu_bytes_per_node"][BUILD_RAM] == 2 * whole
