@@ -6,6 +6,11 @@
 2. CXR-SD: a Stable-Diffusion-1.5-shape UNet + VAE at 512 px (64x64 latents), frozen, with a trainable
    ControlNet copy of the UNet encoder (`ControlNetModel.from_unet`), bf16-mixed; prints images/s and MFU.
 
+3. ZeRO-3 validation-time decoding on 2 GPUs (NCCL): the chat model with every parameter partitioned, one rank
+   decoding 1 token without an image and the other 6 tokens with two images, through the DeepSpeed engine as
+   Lightning calls it (`tests/distributed/zero3_generate_run.py`, the CI test's script, under `torchrun`). It must
+   return on both ranks (a hang is killed after 3 minutes with every rank's stack); skipped with fewer than 2 GPUs.
+
 Weights are random (built from configs): speed does not depend on their values.
 
     python benchmarks/gpu_check.py                 # on a GPU (a few minutes)
@@ -173,6 +178,41 @@ def with_ratios(report: dict[str, Any], prediction: dict[str, float]) -> None:
                                     if report.get(k) and prediction.get(v)}
 
 
+def zero3_generation(tiny: bool, out_dir: str) -> dict[str, Any]:
+    """Section 3: run the ZeRO-3 decoding script on 2 ranks (2 GPUs, or 2 CPU processes with `--tiny`)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    gpus = torch.cuda.device_count()
+    if not tiny and gpus < 2:
+        return {"skipped": f"needs 2 GPUs, found {gpus}"}
+    from lit_medxchat.core.tokenizer import train_tokenizer
+
+    script = Path(__file__).resolve().parents[1] / "tests" / "distributed" / "zero3_generate_run.py"
+    work = Path(tempfile.mkdtemp(prefix="zero3-generation-", dir=out_dir if Path(out_dir).is_dir() else None))
+    texts = ["findings: small left pleural effusion. impression: effusion.", "PA view of the chest was obtained.",
+             "Generate a report of this chest x-ray.", "the lungs are clear. no pneumothorax."] * 20
+    train_tokenizer(texts, vocab_size=300, out_dir=work / "tokenizer")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="" if tiny else os.environ.get(
+        "CUDA_VISIBLE_DEVICES", "0,1"))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), str(work / "tokenizer"), str(work)], env=env, capture_output=True, text=True,
+                          timeout=400)
+    result: dict[str, Any] = {"returncode": done.returncode, "seconds": time.perf_counter() - started}
+    if done.returncode != 0:
+        result["stderr_tail"] = done.stderr[-3000:]
+        return result
+    ranks = [json.loads((work / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    result.update(devices=[r["device"] for r in ranks], partitioned=all(r["partitioned"] for r in ranks),
+                  new_tokens=[r["lengths"] for r in ranks], decode_seconds=[r["decode_seconds"] for r in ranks],
+                  fingerprint_gathered=all(r["fingerprints"][0] == r["fingerprints"][1] for r in ranks))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: checks the script, measures nothing")
@@ -244,6 +284,7 @@ def main() -> None:
         report["sd_controlnet"]["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     with_ratios(report["sd_controlnet"], plan_prediction(lambda: ControlNetStep(unet, vae, text_dim), image_batch(),
                                                          "auto", "bf16-mixed", args.mfu, args.peak_tflops))
+    report["zero3_generation"] = zero3_generation(args.tiny, args.out)
     print(json.dumps(report, indent=1))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

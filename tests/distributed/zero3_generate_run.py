@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import os
 import sys
+import time
 
 import deepspeed
 import torch
@@ -61,8 +63,12 @@ def main() -> None:
     faulthandler.dump_traceback_later(HANG_TIMEOUT_S, exit=True)
     tokenizer, out_dir = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
-    deepspeed.init_distributed("gloo")
+    cuda = torch.cuda.is_available()  # also run by benchmarks/gpu_check.py on 2 GPUs (NCCL)
+    deepspeed.init_distributed("nccl" if cuda else "gloo")
     rank = torch.distributed.get_rank()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
     torch.manual_seed(0)
     model = MedXChatModel(tokenizer, **core_options(tiny_options(NUM_IMAGE_TOKENS)))
     whole_fingerprint = state_fingerprint(model.state_dict(keep_vars=True), frozen_keys(model))  # not cached
@@ -72,13 +78,15 @@ def main() -> None:
     engine, *_ = deepspeed.initialize(model=Answering(model), model_parameters=trainable, config=config,
                                       optimizer=torch.optim.AdamW(trainable, lr=1e-3), dist_init_required=False)
     engine.eval()
-    batch = prompts(model, num_images=0 if rank == 0 else 2)
+    batch = {key: value.to(device) for key, value in prompts(model, num_images=0 if rank == 0 else 2).items()}
+    started = time.perf_counter()
     max_new_tokens = 1 if rank == 0 else 6
     answers = {str(contrast): engine(batch, max_new_tokens, contrast) for contrast in (0.0, 1.0)}
     lengths = {key: [len(model.tokenizer(text, add_special_tokens=False).input_ids) for text in texts]
                for key, texts in answers.items()}
     result = {"rank": rank, "partitioned": parameters_partitioned(model), "lengths": lengths,
-              "fingerprints": [whole_fingerprint, model.frozen_fingerprint()]}
+              "fingerprints": [whole_fingerprint, model.frozen_fingerprint()], "device": str(device),
+              "decode_seconds": time.perf_counter() - started}
     with open(f"{out_dir}/rank{rank}.json", "w") as handle:
         json.dump(result, handle)
     del engine
