@@ -60,7 +60,14 @@ class ZeroStrategy(DeepSpeedStrategy):
         return isinstance(self.accelerator, CUDAAccelerator)
 
     def setup_environment(self) -> None:
-        """On CPU skip the stock CUDA-only check; DDP's set-up (device, then `setup_distributed`) is all we need."""
+        """On CPU skip the stock CUDA-only check; DDP's set-up (device, then `setup_distributed`) is all we need.
+
+        First, a stale JIT-build lock of DeepSpeed's ops (left by a killed job) is removed: with it every rank
+        would wait for ever for a build that no process is running (`extension_locks`)."""
+        from lit_medxchat.training.extension_locks import remove_stale_locks
+
+        if self.local_rank == 0:
+            remove_stale_locks()
         if self._on_cuda:
             super().setup_environment()
         else:
