@@ -204,7 +204,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
     def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list]:
         if "labels" in batch:
             loss = self(batch)  # a mean over the batch's answer tokens: weigh it by their number
-            log_eval_loss(self, stage, loss, (batch["labels"][:, 1:] != -100).sum(), prog_bar=False)
+            log_eval_loss(self, stage, loss, supervised_tokens(batch["labels"]), prog_bar=False)
         if "prompt_input_ids" not in batch:
             return {"predictions": [], "references": [], "tasks": [], "meta": []}
         predictions = self.generate(

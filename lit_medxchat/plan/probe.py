@@ -223,17 +223,22 @@ class MetaAutocast(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _checkpointed_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules that recompute in backward: transformers' layers and diffusers' blocks carry this flag."""
+    return [module for module in model.modules() if getattr(module, "gradient_checkpointing", False) is True]
+
+
 def gradient_checkpointing_enabled(model: nn.Module) -> bool:
     """Whether the built model recomputes blocks in backward (`llm.gradient_checkpointing`,
-    `base.gradient_checkpointing`): transformers' layers and diffusers' blocks carry a `gradient_checkpointing` flag."""
-    return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
+    `base.gradient_checkpointing`)."""
+    return bool(_checkpointed_modules(model))
 
 
 @contextlib.contextmanager
 def _checkpointing_off(model: nn.Module) -> Iterator[None]:
     """The probe measures every saved tensor and derives the checkpointed figure itself; a real recompute on the
     meta device cannot be checked by torch (its metadata check fails), so the flags are off while it runs."""
-    switched = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    switched = _checkpointed_modules(model)
     for module in switched:
         module.gradient_checkpointing = False
     try:
@@ -249,13 +254,12 @@ def probe_model(model: nn.Module, shapes: StepShapes, compute_dtype: torch.dtype
     if step is None:
         return None
     model.train()
-    if compute_dtype is None:
-        with _checkpointing_off(model):
-            return probe_step(model, lambda: step(model, shapes))
 
-    def autocast_step() -> torch.Tensor:
+    def run_step() -> torch.Tensor:
+        if compute_dtype is None:
+            return step(model, shapes)
         with MetaAutocast(compute_dtype):
             return step(model, shapes)
 
     with _checkpointing_off(model):
-        return probe_step(model, autocast_step)
+        return probe_step(model, run_step)
