@@ -11,6 +11,7 @@ The option groups live in `medxchat_options`, the LLM builders in `causal_lm`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from lit_medxchat.core.conversation import STEP_ANSWER_TOKENS, supervised_tokens
 from lit_medxchat.core.schedules import linear_warmup
 from lit_medxchat.models.checkpoint_io import TrainableOnlyCheckpoint, trainable_keys
 from lit_medxchat.models.eval_loss import eval_loss_metrics, log_eval_loss
-from lit_medxchat.models.medxchat import MedXChatModel
+from lit_medxchat.models.medxchat import MedXChatModel, chat_hyperparameters
 from lit_medxchat.models.medxchat_options import (
     AdapterOptions,
     GenerationOptions,
@@ -33,6 +34,7 @@ from lit_medxchat.models.medxchat_options import (
     VisionOptions,
     as_options,
 )
+from lit_medxchat.models.zero3_build import builds_deferred, built_parameter_bytes, partitioning_active
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from lit_medxchat.models.visual_adapter import VisionTower
 
 __all__ = ["MedXChatLoRA"]
+
+log = logging.getLogger(__name__)
 
 
 class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
@@ -69,13 +73,45 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         init_seed: int = 0,
     ) -> None:
         super().__init__()
-        self.model = MedXChatModel(tokenizer, vision, adapter, llm, lora, generation, init_seed)
+        # Plain dicts, so that checkpoints load with torch.load(weights_only=True); they are also what
+        # `configure_model` builds the core from.
+        self._core_arguments = chat_hyperparameters(tokenizer, vision, adapter, llm, lora, generation, init_seed)
         self.eval_losses = eval_loss_metrics()
         self.optim_options = as_options(optim, OptimOptions)
-        # Plain dicts, so that checkpoints load with torch.load(weights_only=True).
-        hparams = self.model.hyperparameters()
+        hparams = dict(self._core_arguments)
         init_seed = hparams.pop("init_seed")
         self.save_hyperparameters({**hparams, "optim": asdict(self.optim_options), "init_seed": init_seed})
+        if not builds_deferred():
+            self.configure_model()
+
+    def configure_model(self) -> None:
+        """Build the chat core, once. The command line constructs this module under `deferred_builds`, so the
+        build happens here, inside the strategy's context: under `ZeroStrategy`'s ZeRO-3 the frozen tower and LLM
+        then load straight into partitions and no rank holds the whole base in host RAM. Anywhere else the
+        constructor builds it."""
+        if "model" in self._modules:
+            return
+        self.model = MedXChatModel(**self._core_arguments)
+        if partitioning_active():
+            held = self.built_parameter_bytes = built_parameter_bytes(self.model)
+            log.info("chat model built under ZeRO-3: this rank holds %.1f of the frozen base's %.1f MiB",
+                     held["frozen_local"] / 2**20, held["frozen_whole"] / 2**20)
+
+    @staticmethod
+    def parts_loaded_partitioned(init_args: dict[str, Any]) -> set[str]:
+        """Parts of the core whose frozen weights load straight into ZeRO-3 partitions under `ZeroStrategy`, for
+        these constructor arguments: the pretrained ones (`name_or_path`). Random ones are drawn whole on every
+        rank first (`zero3_build`). `lit-medxchat plan` reads it to count a rank's host RAM."""
+        hparams = chat_hyperparameters(**{key: init_args[key] for key in ("vision", "llm") if key in init_args},
+                                       tokenizer=init_args.get("tokenizer", ""))
+        return {part for part, group in (("vision_tower", "vision"), ("llm", "llm"))
+                if hparams[group]["name_or_path"]}
+
+    def __getattr__(self, name: str) -> Any:
+        # A deferred module whose core is asked for before the Trainer built it (a callback's `setup`): build now.
+        if name == "model" and "_core_arguments" in self.__dict__ and "model" not in self._modules:
+            self.configure_model()
+        return super().__getattr__(name)
 
     # ---- the core's parts, for callbacks, the planner and tests ------------------------------
 

@@ -39,9 +39,12 @@ from lit_medxchat.models.medxchat_options import (
     as_options,
 )
 from lit_medxchat.models.visual_adapter import build_vision_tower, build_visual_adapter
+from lit_medxchat.models.zero3_build import build_frozen, gathered, partitioning_active
 
 # The training wrapper holds the core as `self.model`, so its checkpoint keys carry this prefix.
 WRAPPER_PREFIX = "model."
+# Offset of the trainable parts' random stream from `init_seed` (the frozen ones draw from `init_seed` itself).
+TRAINABLE_INIT_STREAM = 1_000_003
 
 
 class MedXChatModel(nn.Module):
@@ -79,18 +82,38 @@ class MedXChatModel(nn.Module):
         self.tokenizer = load_tokenizer(tokenizer)
         self.image_token_id, *self.xray_token_ids = medxchat_token_ids(self.tokenizer)
         frozen_dtype = resolve_dtype(self.llm_options.frozen_dtype, "llm.frozen_dtype")
+        if partitioning_active() and self.adapter_options.kind == "vocabulary":
+            raise ValueError(
+                "adapter.kind='vocabulary' mixes the LLM's whole embedding matrix outside the LLM's forward, "
+                "which ZeRO-3 keeps partitioned: use ZeRO-2 (cluster/deepspeed/zero2.json) or adapter.kind "
+                "'abstractor' / 'mlp' under ZeRO-3."
+            )
         with seeded_init(init_seed):
-            self.vision_tower = build_vision_tower(self.vision_options).to(frozen_dtype)
-            base = build_llm(self.llm_options, self.tokenizer)
-            llm_hidden = base.get_input_embeddings().embedding_dim
-            self.llm_hidden_size = int(llm_hidden)
-            vocab = base.get_input_embeddings().num_embeddings
-            self.adapter = build_visual_adapter(self.adapter_options, self.vision_tower.hidden_size, llm_hidden, vocab)
+            # Under ZeroStrategy's ZeRO-3 the frozen tower and LLM load straight into partitions (`zero3_build`).
+            self.vision_tower = build_frozen(
+                lambda: build_vision_tower(self.vision_options, frozen_dtype),
+                pretrained=bool(self.vision_options.name_or_path),
+            )
+            base = build_frozen(
+                lambda: build_llm(self.llm_options, self.tokenizer), pretrained=bool(self.llm_options.name_or_path)
+            )
+        embeddings = base.get_input_embeddings()
+        self.llm_hidden_size = int(embeddings.embedding_dim)
+        # The trainable parts draw from a stream of their own: they start the same however the frozen ones were
+        # built (drawn at random, loaded whole, or loaded into ZeRO-3 partitions, which draws differently).
+        with seeded_init(init_seed + TRAINABLE_INIT_STREAM):
+            self.adapter = build_visual_adapter(
+                self.adapter_options, self.vision_tower.hidden_size, self.llm_hidden_size, embeddings.num_embeddings
+            )
             if self.adapter_options.kind == "vocabulary":
-                self.adapter.set_vocabulary(base.get_input_embeddings().weight)
+                self.adapter.set_vocabulary(embeddings.weight)
             elif self.adapter_options.match_embedding_scale:
-                self.adapter.set_output_rms(embedding_rms(base))
-            self.llm = apply_lora(base, self.lora_options, medxchat_token_ids(self.tokenizer))
+                with gathered([embeddings.weight]):
+                    self.adapter.set_output_rms(embedding_rms(base))
+            # peft copies the MedXChat tokens' embedding (and LM-head) rows: they must be whole while it wraps.
+            output = base.get_output_embeddings()
+            with gathered([embeddings.weight, *([output.weight] if output is not None else [])]):
+                self.llm = apply_lora(base, self.lora_options, medxchat_token_ids(self.tokenizer))
         if self.llm_options.gradient_checkpointing:
             # Non-reentrant: the frozen base's inputs need no `requires_grad` for the LoRA weights to get gradients.
             base_model = self.llm.base_model.model
@@ -105,15 +128,10 @@ class MedXChatModel(nn.Module):
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments as plain types (dicts, lists, str, numbers): what a checkpoint stores,
         so that `torch.load(weights_only=True)` reads it and `from_checkpoint` rebuilds this model."""
-        return {
-            "tokenizer": self.tokenizer_source,
-            "vision": asdict(self.vision_options),
-            "adapter": asdict(self.adapter_options),
-            "llm": asdict(self.llm_options),
-            "lora": asdict(self.lora_options),
-            "generation": asdict(self.generation_options),
-            "init_seed": self.init_seed,
-        }
+        return chat_hyperparameters(
+            self.tokenizer_source, self.vision_options, self.adapter_options, self.llm_options, self.lora_options,
+            self.generation_options, self.init_seed,
+        )
 
     @classmethod
     def from_checkpoint(
@@ -370,6 +388,28 @@ class MedXChatModel(nn.Module):
         }
         (vision / "medxchat.json").write_text(json.dumps(meta, indent=2))
         return written
+
+
+def chat_hyperparameters(
+    tokenizer: str | Path,
+    vision: VisionOptions | dict | None = None,
+    adapter: AdapterOptions | dict | None = None,
+    llm: LLMOptions | dict | None = None,
+    lora: LoRAOptions | dict | None = None,
+    generation: GenerationOptions | dict | None = None,
+    init_seed: int = 0,
+) -> dict[str, Any]:
+    """`MedXChatModel`'s constructor arguments as plain types, without building the model (the training wrapper
+    records them before `configure_model` builds it)."""
+    return {
+        "tokenizer": str(tokenizer),
+        "vision": asdict(as_options(vision, VisionOptions)),
+        "adapter": asdict(as_options(adapter, AdapterOptions)),
+        "llm": asdict(as_options(llm, LLMOptions)),
+        "lora": asdict(as_options(lora, LoRAOptions)),
+        "generation": asdict(as_options(generation, GenerationOptions)),
+        "init_seed": init_seed,
+    }
 
 
 def core_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -303,8 +303,9 @@ def build_visual_adapter(
     )
 
 
-def build_vision_tower(options: VisionOptions) -> VisionTower:
-    """Build the tower from `options.name_or_path` (pretrained) or `options.config` (random weights).
+def build_vision_tower(options: VisionOptions, dtype: torch.dtype | None = None) -> VisionTower:
+    """Build the tower from `options.name_or_path` (pretrained) or `options.config` (random weights), in `dtype`
+    (default: float32). A pretrained one loads in `dtype` (under ZeRO-3 it loads partitioned: no cast after).
 
     Random weights depend on the torch RNG: call under a fixed seed (the LightningModule does) so
     that a checkpoint holding only trainable weights rebuilds the same frozen tower.
@@ -316,6 +317,7 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
 
     from lit_medxchat.core.quiet import CLIP_OUTSIDE_VISION_TOWER, IMAGE_CLASSIFIER_HEAD, from_pretrained_expecting
 
+    loading = {"dtype": dtype} if dtype is not None else {}
     if options.name_or_path:
         try:
             config = AutoConfig.from_pretrained(options.name_or_path)
@@ -329,11 +331,11 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
         _check_patch_size(config, "vision.name_or_path")
         if isinstance(config, CLIPVisionConfig):
             backbone = from_pretrained_expecting(CLIPVisionModel.from_pretrained, options.name_or_path,
-                                                 expected=CLIP_OUTSIDE_VISION_TOWER)
+                                                 expected=CLIP_OUTSIDE_VISION_TOWER, **loading)
         else:
             backbone = _auto_model(
                 lambda: from_pretrained_expecting(AutoModel.from_pretrained, options.name_or_path,
-                                                  expected=IMAGE_CLASSIFIER_HEAD),
+                                                  expected=IMAGE_CLASSIFIER_HEAD, **loading),
                 "vision.name_or_path", options.name_or_path,
             )
         mean, std = _preprocessing_stats(options.name_or_path)
@@ -356,6 +358,8 @@ def build_vision_tower(options: VisionOptions) -> VisionTower:
             backbone = CLIPVisionModel(config)
         else:
             backbone = _auto_model(lambda: AutoModel.from_config(config), "vision.config.model_type", model_type)
+        if dtype is not None:
+            backbone = backbone.to(dtype)
         mean, std = CLIP_MEAN, CLIP_STD
         processor_size = None
     config = backbone.config

@@ -36,6 +36,9 @@ class PlannedConfig:
     data: dict[str, Any]
     data_class: str
     notes: list[str] = field(default_factory=list)
+    # Top-level parts whose frozen weights the model loads straight into ZeRO-3 partitions (read before the
+    # hub ids were rewritten to architectures).
+    partitioned_parts: frozenset[str] = frozenset()
 
 
 def parse_config(argv: list[str]) -> dict[str, Any]:
@@ -160,6 +163,7 @@ def build_planned(argv: list[str]) -> PlannedConfig:
     if not model_config.get("class_path"):
         raise PlanError("the config names no model: set model.class_path")
     init_args = model_config.setdefault("init_args", {})
+    partitioned = _parts_loaded_partitioned(model_config["class_path"], init_args)
     with tempfile.TemporaryDirectory(prefix="lit-medxchat-plan-") as scratch:
         try:
             notes = rewrite_for_plan(init_args, Path(scratch))
@@ -176,4 +180,18 @@ def build_planned(argv: list[str]) -> PlannedConfig:
         data=dict(data.get("init_args") or {}),
         data_class=str(data.get("class_path") or ""),
         notes=notes,
+        partitioned_parts=partitioned,
     )
+
+
+def _parts_loaded_partitioned(class_path: str, init_args: dict[str, Any]) -> frozenset[str]:
+    """The model class's `parts_loaded_partitioned(init_args)`, where it has one (the chat model)."""
+    import importlib
+
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        model_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        return frozenset()  # instantiation reports the bad class path
+    reader = getattr(model_class, "parts_loaded_partitioned", None)
+    return frozenset(reader(init_args)) if reader is not None else frozenset()

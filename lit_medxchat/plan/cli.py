@@ -96,7 +96,7 @@ def make_plan(rest: list[str], options: argparse.Namespace):
     counts = count_parameters(planned.model)
     if counts.trainable == 0:
         raise ValueError(f"{planned.model_class} has no trainable parameter: check which parts it freezes")
-    memory = model_state_bytes(counts, strategy, precision, devices, num_nodes)
+    memory = model_state_bytes(counts, strategy, precision, devices, num_nodes, planned.partitioned_parts)
     data = planned.data
     batch_size = int(data.get("batch_size") or 1)
     shapes = StepShapes(batch_size, data.get("max_length"), data.get("image_size") or data.get("resolution"),

@@ -114,17 +114,24 @@ class MemoryPlan:
 
 
 def model_state_bytes(
-    counts: ParamCounts, strategy: StrategyPlan, precision: str, devices: int, num_nodes: int
+    counts: ParamCounts,
+    strategy: StrategyPlan,
+    precision: str,
+    devices: int,
+    num_nodes: int,
+    partitioned_parts: frozenset[str] = frozenset(),
 ) -> MemoryPlan:
-    """Per-GPU model-state bytes (weights, gradients, optimizer, buffers) for `strategy` and `precision`."""
+    """Per-GPU model-state bytes (weights, gradients, optimizer, buffers) for `strategy` and `precision`.
+
+    `partitioned_parts`: top-level parts whose frozen weights the model loads straight into ZeRO-3 partitions
+    (`parts_loaded_partitioned()` of the chat model); under ZeRO-3 a rank's host RAM holds only its share of them.
+    """
     world = devices * num_nodes
     low = str(precision) in LOW_PRECISIONS
     true_low = low and str(precision).endswith("true") or str(precision) in ("bf16", "16")
     plan = MemoryPlan()
     trainable, frozen = counts.trainable, counts.frozen
-    # Every rank builds the whole model in host RAM (in its built dtypes) before the strategy moves or shards it:
-    # the models are built in `__init__`, not in `configure_model` under `deepspeed.zero.Init`.
-    plan.cpu_per_node[BUILD_RAM] = (counts.frozen_bytes + counts.trainable_bytes) * devices
+    plan.cpu_per_node[BUILD_RAM] = _build_bytes_per_rank(counts, strategy, world, partitioned_parts) * devices
     if strategy.kind in ("single", "ddp"):
         t_bytes = 2 * trainable if true_low else counts.trainable_bytes
         plan.gpu["frozen weights"] = 2 * frozen if true_low else counts.frozen_bytes
@@ -191,3 +198,16 @@ def _deepspeed_estimate(
     if strategy.stage == 2 or strategy.stage >= 3:
         ours += 0 if strategy.stage >= 3 else plan.gpu["gradients (16-bit)"]
     return {"gpu": int(gpu), "cpu_per_node": int(cpu)}, int(ours)
+
+
+def _build_bytes_per_rank(counts: ParamCounts, strategy: StrategyPlan, world: int, partitioned: frozenset[str]) -> int:
+    """Host RAM one rank needs to build the model (in its built dtypes) before the strategy moves or shards it.
+
+    Every part is built whole on every rank, except under ZeRO-3 the frozen weights of `partitioned` parts, which
+    load into partitions (a rank holds 1/world of them; transformers reads the weight files one at a time).
+    """
+    shards = world if strategy.kind == "deepspeed" and strategy.stage >= 3 else 1
+    total = counts.trainable_bytes
+    for part in counts.parts:
+        total += part.frozen_bytes // shards if part.name in partitioned else part.frozen_bytes
+    return total

@@ -96,6 +96,14 @@ def _cli_class():
             if "weights_only" in arguments and arguments["weights_only"] is None:
                 arguments["weights_only"] = True
 
+        def instantiate_classes(self) -> None:
+            """Models that build in `configure_model` (the chat model) leave it to the Trainer, which calls it inside
+            the strategy's context: under `ZeroStrategy`'s ZeRO-3 their frozen bases then load partitioned."""
+            from lit_medxchat.models.zero3_build import deferred_builds
+
+            with deferred_builds():
+                super().instantiate_classes()
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             for callback in trainer.checkpoint_callbacks:

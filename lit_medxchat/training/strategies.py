@@ -9,7 +9,11 @@ Lightning's `DeepSpeedStrategy` has two gaps for this project:
 - it refuses any accelerator but CUDA. Our CI and laptops have no GPU, yet what breaks on clusters (sharded
   checkpoints, resume, partitioned parameters under ZeRO-3, collectives that ranks must join in step) is all
   exercised by ZeRO on CPU processes talking over gloo. On a CPU accelerator `ZeroStrategy` sets up like DDP
-  and starts DeepSpeed's process group on gloo; on CUDA it runs Lightning's code path untouched.
+  and starts DeepSpeed's process group on gloo; on CUDA it runs Lightning's code path untouched;
+- under ZeRO-3 it wraps `configure_model` in DeepSpeed's global `zero.Init`, which partitions every module as it
+  is constructed: peft's LoRA initialisation and build steps that read a weight then run on empty tensors.
+  `ZeroStrategy` opens `zero3_build` instead: models partition their frozen bases as those load
+  (`lit_medxchat.models.zero3_build`) and the engine partitions the rest.
 
 DeepSpeed JIT-compiles a CPU communication op the first time it runs (about 30 s); point
 `TORCH_EXTENSIONS_DIR` at a persistent folder to pay that once.
@@ -18,7 +22,9 @@ DeepSpeed JIT-compiles a CPU communication op the first time it runs (about 30 s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,15 @@ class ZeroStrategy(DeepSpeedStrategy):
             super().setup_environment()
         else:
             DDPStrategy.setup_environment(self)
+
+    @contextlib.contextmanager
+    def model_sharded_context(self) -> Iterator[None]:
+        """Around `configure_model`: under ZeRO-3 frozen bases built through `build_frozen` load partitioned."""
+        from lit_medxchat.models.zero3_build import zero3_build
+
+        self._init_config_if_needed()
+        with zero3_build(self.config if self.zero_stage_3 else None):
+            yield
 
     def setup_distributed(self) -> None:
         """On CPU: set ranks and start DeepSpeed's process group on gloo (the stock one validates CUDA indices)."""

@@ -47,6 +47,12 @@ class RankStepLog(Callback):
 
             faulthandler.dump_traceback_later(self.hang_timeout_s, exit=True)
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """What the model held right after `configure_model` under ZeRO-3 (`built_parameter_bytes`), if it says."""
+        held = getattr(pl_module, "built_parameter_bytes", None)
+        if held is not None:
+            Path(f"{self.prefix}.rank{trainer.global_rank}.built.json").write_text(json.dumps(held))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         path = Path(f"{self.prefix}.rank{trainer.global_rank}.jsonl")

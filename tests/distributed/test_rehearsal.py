@@ -7,7 +7,9 @@ processes), a shipped `tiny/*` config (the paper's model classes at tiny sizes),
 checkpoints and validation (generation and the config's metric callbacks) -> SIGKILL of both nodes after step 6,
 before its checkpoint -> the same command with `--ckpt_path last` (resumes from step 4) -> steps 4 and 5 give the
 same losses as before the kill, bit for bit, on every rank -> the final checkpoint, validated by one process, gives
-the 4-rank validation's metrics.
+the 4-rank validation's metrics. The chat model loads its vision tower and LLM with `from_pretrained` from folders
+(the tiny config's bases, saved once), as the paper config does; under ZeRO-3 each rank must hold a quarter of the
+frozen base right after `configure_model` (it loads straight into partitions).
 
 Bitwise holds for the first resumed step (restored weights, data position and RNG). From the next step on, the
 losses agree to float32 rounding, not bit for bit: with more than two ranks an all-reduce adds four values in an
@@ -72,7 +74,27 @@ def cluster_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                          "64", "--samples-per-shard", "8", "--workers", "1"]) == 0
     assert tokenizer_main(["--data-dir", str(root / "shards"), "--out", str(root / "tokenizer"),
                            "--vocab-size", "600", "--style", "llama"]) == 0
-    return {"shards": root / "shards", "tokenizer": root / "tokenizer"}
+    return {"shards": root / "shards", "tokenizer": root / "tokenizer", **_pretrained_chat_bases(root)}
+
+
+def _pretrained_chat_bases(root: Path) -> dict[str, Path]:
+    """The tiny chat config's vision tower and LLM saved as transformers folders: the chat cases load them with
+    `from_pretrained`, as the paper config does (under ZeRO-3, straight into partitions)."""
+    from lit_medxchat.models.causal_lm import build_llm, load_tokenizer
+    from lit_medxchat.models.medxchat_options import LLMOptions, VisionOptions
+    from lit_medxchat.models.visual_adapter import build_vision_tower
+
+    chat = yaml.safe_load((ROOT / "lit_medxchat" / "configs" / "tiny" / "chat.yaml").read_text())["model"]["init_args"]
+    tokenizer = load_tokenizer(root / "tokenizer")
+    build_llm(LLMOptions(config=chat["llm"]["config"]), tokenizer).save_pretrained(root / "llm")
+    build_vision_tower(VisionOptions(config=chat["vision"]["config"])).backbone.save_pretrained(root / "vision")
+    return {"llm": root / "llm", "vision": root / "vision"}
+
+
+def _chat_args(data: dict[str, Path]) -> list[str]:
+    return ["--model.init_args.tokenizer", str(data["tokenizer"]), "--data.init_args.tokenizer_path",
+            str(data["tokenizer"]), "--model.init_args.llm.name_or_path", str(data["llm"]),
+            "--model.init_args.vision.name_or_path", str(data["vision"])]
 
 
 def readme_strategy_block() -> dict:
@@ -130,8 +152,7 @@ def _fit_args(model: str, data: dict[str, Path], run: Path, kill_after_step: int
             "--trainer.callbacks.kill_after_step", str(kill_after_step),
             "--trainer.callbacks.hang_timeout_s", str(HANG_TIMEOUT_S)]
     if model == "chat":
-        args += ["--model.init_args.tokenizer", str(data["tokenizer"]),
-                 "--data.init_args.tokenizer_path", str(data["tokenizer"])]
+        args += _chat_args(data)
     return args
 
 
@@ -192,8 +213,7 @@ def _single_process_validation(model: str, data: dict[str, Path], checkpoint: Pa
             "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(run),
             "--trainer.logger.name", "csv", "--ckpt_path", str(checkpoint)]
     if model == "chat":
-        args += ["--model.init_args.tokenizer", str(data["tokenizer"]),
-                 "--data.init_args.tokenizer_path", str(data["tokenizer"])]
+        args += _chat_args(data)
     done = subprocess.run(args, env=_env(tmp), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _validation_rows(run)
@@ -229,6 +249,11 @@ def test_cluster_rehearsal(model: str, strategy: str, cluster_data, tmp_path: Pa
         for row in later:  # one all-reduced update later: the same up to the order of a 4-term float sum
             assert replayed[row["step"]] == pytest.approx(row["loss"], rel=1e-6), (rank, row, replayed)
         assert all(math.isfinite(row["loss"]) for row in rows)
+
+    if model == "chat" and strategy == "zero3":  # built in `configure_model`, the frozen base loaded partitioned
+        for rank in range(4):
+            held = json.loads((run / f"losses.rank{rank}.built.json").read_text())
+            assert 0 < held["frozen_local"] <= 0.26 * held["frozen_whole"], (rank, held)
 
     distributed = _validation_rows(run)[-1]
     single = _single_process_validation(model, cluster_data, _final_checkpoint(run), tmp_path)

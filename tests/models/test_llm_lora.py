@@ -220,3 +220,33 @@ def test_resume_from_a_trainable_only_checkpoint_continues_exactly(tokenizer_dir
     assert second.global_step == 4
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_deferred_module_builds_in_configure_model_the_model_it_would_have_built_at_once(tokenizer_dir):
+    """Proves: constructed under `deferred_builds` (as `lit-medxchat fit` constructs it), the module holds no model
+    until the Trainer's `configure_model` (or a first use of `.model`) builds it, and what it builds equals the
+    eagerly built module: same hyper-parameters, same frozen and trainable weights; a second call changes nothing."""
+    from lit_medxchat.models.zero3_build import deferred_builds
+
+    eager = MedXChatLoRA(str(tokenizer_dir), **tiny_options(NUM_IMAGE_TOKENS))
+    with deferred_builds():
+        deferred = MedXChatLoRA(str(tokenizer_dir), **tiny_options(NUM_IMAGE_TOKENS))
+        used = MedXChatLoRA(str(tokenizer_dir), **tiny_options(NUM_IMAGE_TOKENS))
+    assert "model" not in deferred._modules and dict(deferred.hparams) == dict(eager.hparams)
+    deferred.configure_model()
+    built = deferred.model
+    deferred.configure_model()
+    assert deferred.model is built
+    eager_state = eager.state_dict(keep_vars=False)
+    assert set(deferred.state_dict()) == set(eager_state)
+    for key, value in deferred.state_dict().items():
+        assert torch.equal(value, eager_state[key]), key
+    assert used.tokenizer is used.model.tokenizer  # first use builds it
+
+
+def test_parts_loaded_partitioned_are_the_pretrained_ones():
+    """Proves: the planner's host-RAM count under ZeRO-3 partitions exactly the parts that load from folders."""
+    assert MedXChatLoRA.parts_loaded_partitioned({"llm": {"name_or_path": "x"}, "vision": {"config": {}}}) == {"llm"}
+    assert MedXChatLoRA.parts_loaded_partitioned({"vision": {"name_or_path": "v"}, "llm": {"name_or_path": "l"}}) \
+        == {"vision_tower", "llm"}
+    assert MedXChatLoRA.parts_loaded_partitioned({}) == set()

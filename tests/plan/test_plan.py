@@ -134,8 +134,8 @@ def test_gradient_checkpointing_in_the_config_decides_the_verdict(name: str, opt
 
 def test_the_documented_zero_strategy_block_is_planned_with_its_stage_and_the_build_ram(tmp_path: Path) -> None:
     """Proves: `ZeroStrategy` with a shipped config name (the strategy block of cluster/README.md) is planned as
-    DeepSpeed at that config's stage, and host RAM per node counts the whole model once per rank (models are
-    built before DeepSpeed shards them)."""
+    DeepSpeed at that config's stage, and host RAM per node counts the whole model once per rank (random bases
+    are drawn whole on every rank before they are partitioned)."""
     from lit_medxchat.plan.memory import BUILD_RAM
 
     out = tmp_path / "plan.json"
@@ -148,3 +148,26 @@ def test_the_documented_zero_strategy_block_is_planned_with_its_stage_and_the_bu
     assert "largest layer gathered (ZeRO-3)" in plan["gpu_bytes"]
     whole = sum(part["trainable_bytes"] + part["frozen_bytes"] for part in plan["parameters"]["parts"])
     assert plan["cpu_bytes_per_node"][BUILD_RAM] == 2 * whole
+
+
+def test_paper_chat_under_zero3_counts_a_share_of_the_pretrained_base_in_host_ram(tmp_path: Path) -> None:
+    """Proves: with the documented ZeroStrategy at ZeRO-3, the paper chat model's pretrained tower and LLM load
+    straight into partitions (`configure_model` under `zero3_build`), so a rank's host RAM for the build holds 1/8
+    of their frozen weights on 8 GPUs; the trainable parts are built whole. ZeRO-2 still builds all of it."""
+    from lit_medxchat.plan.memory import BUILD_RAM
+
+    def plan_for(config: str) -> dict:
+        out = tmp_path / f"{config}.json"
+        assert main(["--config", "paper/chat", "--trainer.devices", "8", "--trainer.precision", "bf16-mixed",
+                     "--trainer.strategy", "lit_medxchat.training.strategies.ZeroStrategy",
+                     "--trainer.strategy.init_args.config", config, "--json", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    zero3, zero2 = plan_for("zero3"), plan_for("zero2")
+    parts = {part["name"]: part for part in zero3["parameters"]["parts"]}
+    assert {"llm", "vision_tower"} <= set(parts)
+    per_rank = sum(part["trainable_bytes"] + (part["frozen_bytes"] // 8 if name in ("llm", "vision_tower")
+                                              else part["frozen_bytes"]) for name, part in parts.items())
+    assert zero3["cpu_bytes_per_node"][BUILD_RAM] == 8 * per_rank
+    whole = sum(part["trainable_bytes"] + part["frozen_bytes"] for part in parts.values())
+    assert zero2["cpu_bytes_per_node"][BUILD_RAM] == 8 * whole > 6 * zero3["cpu_bytes_per_node"][BUILD_RAM]
