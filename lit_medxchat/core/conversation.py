@@ -289,6 +289,64 @@ def encode_prompt(
     )
 
 
+def chat_template(num_image_tokens: int, after_bos: str = "") -> str:
+    """A Jinja `chat_template` that renders this format for `tokenizer.apply_chat_template`.
+
+    Why: an exported model (`lit-medxchat export`, `merged/`) is used from plain transformers, whose users prompt it
+    through `apply_chat_template`; without the format the model never saw its prompt and babbles. The template
+    gives the ids of `encode_prompt` (with `add_generation_prompt=True`) and of `encode_conversation` (a whole
+    dialogue), token for token. Images: `num_images=N` as a template argument, or `{"type": "image"}` items in a
+    message's content list (text items are joined); each image is `num_image_tokens` `<image>` tokens in the first
+    user turn. Older turns are not dropped to fit a length, as `encode_prompt` does. `after_bos`: text between the
+    BOS token and the system line (`chat_template_for` picks what makes the ids equal for a tokenizer).
+    """
+    import json
+
+    system = json.dumps(SYSTEM_PROMPT)
+    image = json.dumps(IMAGE_TOKEN * num_image_tokens)
+    human, ai = json.dumps(HUMAN_PREFIX), json.dumps(AI_PREFIX)
+    return (
+        "{%- set ns = namespace(images=num_images if num_images is defined else 0, placed=false) -%}"
+        "{%- for message in messages -%}{%- if message['content'] is not string -%}"
+        "{%- for item in message['content'] -%}{%- if item['type'] == 'image' -%}"
+        "{%- set ns.images = ns.images + 1 -%}{%- endif -%}{%- endfor -%}{%- endif -%}{%- endfor -%}"
+        "{%- if messages and messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}"
+        "{%- set turns = messages[1:] -%}{%- else -%}{%- set system = " + system + " -%}"
+        "{%- set turns = messages -%}{%- endif -%}"
+        "{{- bos_token + " + json.dumps(after_bos) + " if bos_token else '' -}}{{- system + '\n' -}}"
+        "{%- for message in turns -%}"
+        "{%- if message['content'] is string -%}{%- set text = message['content'] -%}{%- else -%}"
+        "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
+        " | join('') -%}{%- endif -%}"
+        "{%- if message['role'] == 'user' -%}"
+        "{%- if not ns.placed and ns.images > 0 -%}"
+        "{{- " + human + ".rstrip() + " + image + " * ns.images + '\n' + text + '\n' -}}"
+        "{%- else -%}{{- " + human + " + text + '\n' -}}{%- endif -%}{%- set ns.placed = true -%}"
+        "{%- else -%}{{- " + ai + " + ' ' + text + eos_token -}}{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- " + ai + " -}}{%- endif -%}"
+    )
+
+
+def chat_template_for(tokenizer: Any, num_image_tokens: int) -> str:
+    """`chat_template` for `tokenizer`, checked: `apply_chat_template` gives `encode_prompt`'s ids on a probe.
+
+    Why a check: a SentencePiece tokenizer marks the start of a text with "▁", but text right after a special
+    token (the BOS the template writes) gets no mark, so LLaMA-style tokenizers need a space after BOS where
+    byte-level BPE must not have one. Raises ValueError when neither renders the format exactly.
+    """
+    turns = [{"role": "user", "content": "Is there an effusion?"}, {"role": "assistant", "content": "yes"},
+             {"role": "user", "content": "Where?"}]
+    expected = encode_prompt(tokenizer, turns, num_images=1, num_image_tokens=num_image_tokens, max_length=1 << 20)
+    for after_bos in ("", " "):
+        template = chat_template(num_image_tokens, after_bos)
+        rendered = tokenizer.apply_chat_template(turns, chat_template=template, add_generation_prompt=True,
+                                                 tokenize=False, num_images=1)
+        if tokenizer(rendered, add_special_tokens=False)["input_ids"] == expected:
+            return template
+    raise ValueError(f"no chat template renders the conversation format exactly for {type(tokenizer).__name__}")
+
+
 def decode_answer(tokenizer: Any, token_ids: Sequence[int] | Any) -> str:
     """Text of a generated answer: up to the first EOS, without BOS/pad/image tokens, stopped at "Human:".
 

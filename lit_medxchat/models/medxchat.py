@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_medxchat.core.conversation import chat_template_for
 from lit_medxchat.core.distributed import parameters_partitioned
 from lit_medxchat.core.dtypes import resolve_dtype
 from lit_medxchat.core.tokenizer import medxchat_token_ids
@@ -352,8 +353,8 @@ class MedXChatModel(nn.Module):
         - `lora/`: the LoRA adapter (+ trainable token rows) in peft format, loadable with
           `PeftModel.from_pretrained(base, out/lora)` on the base LLM resized to the tokenizer;
         - `base/` (random-weight LLMs only): that base LLM, since no hub id names it;
-        - `merged/`: the LLM with LoRA merged, plus the tokenizer (`AutoModelForCausalLM` /
-          `AutoTokenizer.from_pretrained`);
+        - `merged/`: the LLM with LoRA merged, plus the tokenizer with the conversation format as its chat template
+          (`AutoModelForCausalLM` / `AutoTokenizer.from_pretrained`, `apply_chat_template`);
         - `vision/`: `vision_tower/` (transformers format), `visual_adapter.safetensors` and
           `medxchat.json` (adapter options, image size/mean/std, token ids).
         Merging works on a copy of the LLM (twice its memory for a moment); this module is unchanged.
@@ -370,7 +371,14 @@ class MedXChatModel(nn.Module):
             written.insert(1, out / "base")
         merged = copy.deepcopy(self.llm).merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
-        self.tokenizer.save_pretrained(str(out / "merged"))
+        # With the conversation format as its chat template: `apply_chat_template` then prompts the merged model
+        # exactly as training did (the run's own tokenizer is left as it is).
+        previous = self.tokenizer.chat_template
+        self.tokenizer.chat_template = chat_template_for(self.tokenizer, self.num_image_tokens)
+        try:
+            self.tokenizer.save_pretrained(str(out / "merged"))
+        finally:
+            self.tokenizer.chat_template = previous
         vision = out / "vision"
         self.vision_tower.backbone.save_pretrained(str(vision / "vision_tower"))
         save_file(

@@ -173,3 +173,27 @@ def test_llama_style_pads_with_eos_and_still_learns_to_stop(tiny_tokenizer):
     assert (row[padded] == IGNORE_INDEX).all() and (batch["input_ids"][0, padded] == pad).all()
     eos_labels = int((batch["labels"] == tiny_tokenizer.eos_token_id).sum())
     assert eos_labels == 3, "one EOS label per complete answer (1 + 2), none on padding"
+
+
+@pytest.mark.parametrize("num_images", [0, 1, 2])
+def test_chat_template_gives_the_ids_of_the_format(tiny_tokenizer, num_images):
+    """Proves: `apply_chat_template` with the shipped template prompts exactly as training does, for both tokenizer
+    styles: a prompt equals `encode_prompt`, a whole dialogue `encode_conversation` (images by `num_images` or by
+    image items in the content list; a given system line replaces the default)."""
+    from lit_medxchat.core.conversation import chat_template_for
+
+    template = chat_template_for(tiny_tokenizer, num_image_tokens=3)
+    prompt_turns = TURNS[:3]
+    expected_prompt = encode_prompt(tiny_tokenizer, prompt_turns, num_images=num_images, num_image_tokens=3,
+                                    max_length=4096)
+    rendered = tiny_tokenizer.apply_chat_template(prompt_turns, chat_template=template, add_generation_prompt=True,
+                                                  tokenize=False, num_images=num_images)
+    assert tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"] == expected_prompt
+
+    with_items = [{"role": "system", "content": "You read chest X-rays."},
+                  {"role": "user", "content": [*([{"type": "image"}] * num_images),
+                                               {"type": "text", "text": TURNS[0]["content"]}]}, *TURNS[1:]]
+    expected = encode_conversation(tiny_tokenizer, [with_items[0], TURNS[0], *TURNS[1:]], num_images=num_images,
+                                   num_image_tokens=3, max_length=4096).input_ids
+    rendered = tiny_tokenizer.apply_chat_template(with_items, chat_template=template, tokenize=False)
+    assert tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"] == expected

@@ -60,3 +60,34 @@ def test_export_round_trip(tmp_path):
     # Exporting leaves the training model untouched (merging works on a copy).
     with torch.no_grad():
         torch.testing.assert_close(model.llm(input_ids=input_ids).logits, expected)
+
+
+def test_exported_model_answers_a_text_to_cxr_request_from_plain_transformers(tmp_path):
+    """Proves: `merged/` carries the conversation format as its chat template, so a user of plain transformers
+    (`apply_chat_template` + `generate`) prompts the model with the training ids and gets the chat model's answer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lit_medxchat.core.conversation import decode_answer, encode_prompt
+
+    train_tokenizer(["findings: small left pleural effusion. <Xray> PA view </Xray>"] * 10, 300, tmp_path / "tok")
+    model = MedXChatLoRA(str(tmp_path / "tok"), **tiny_options()).eval()
+    generator = torch.Generator().manual_seed(1)
+    for param in model.llm.parameters():
+        if param.requires_grad:
+            param.data += 0.1 * torch.randn(param.shape, generator=generator)
+    model.export_pretrained(tmp_path / "export")
+    request = [{"role": "user", "content": "Generate a lateral chest X-ray showing a small left pleural effusion."}]
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "export" / "merged")
+    prompt = tokenizer.apply_chat_template(request, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)["input_ids"]
+    expected = encode_prompt(model.tokenizer, request, num_images=0, num_image_tokens=4, max_length=512)
+    assert prompt[0].tolist() == expected
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "merged").eval()
+    with torch.no_grad():
+        generated = merged.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8,
+                                    do_sample=False, num_beams=1)
+    answer = decode_answer(tokenizer, generated[0, prompt.shape[1]:])
+    ours = model.generate(prompt, torch.ones_like(prompt), max_new_tokens=8, num_beams=1)[0]
+    assert answer and answer == ours
+    assert model.tokenizer.chat_template is None  # the run's tokenizer is left as it was
