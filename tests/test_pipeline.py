@@ -18,8 +18,9 @@ import torch
 from lit_medxchat.core.constants import XRAY_END, XRAY_START
 from lit_medxchat.core.conversation import IGNORE_INDEX, SYSTEM_PROMPT, encode_conversation, encode_prompt
 from lit_medxchat.core.tokenizer import train_tokenizer
+from lit_medxchat.core.xray_prompts import extract_xray_prompts
 from lit_medxchat.inference.chat import main as chat_main
-from lit_medxchat.inference.pipeline import MedXChatPipeline, extract_xray_prompts, preprocess_images
+from lit_medxchat.inference.pipeline import MedXChatPipeline, preprocess_images
 from lit_medxchat.models.llm_lora import MedXChatLoRA
 from lit_medxchat.models.medxchat_options import OptimOptions, tiny_options
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from callbacks.corpus_metric import CorpusMetricCallback
+from callbacks.scoring.text_to_cxr import xray_request_rate, xray_tags_in
+from callbacks.text_to_cxr_metrics import TextToCXRMetrics
 from lit_medxchat.core.auroc import macro_auroc, per_label_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.core.quiet import quiet_training
@@ -307,8 +308,8 @@ def _test_chat(
     from lit_medxchat.models.llm_lora import MedXChatLoRA
 
     model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
-    callbacks = {"report": lambda: ReportMetrics(meteor=True), "vqa": VQAMetrics, "t2i": TextToCXRAnswers}
-    callback = callbacks[task]() if generate else TextToCXRAnswers()  # no scoring when only the loss is wanted
+    callbacks = {"report": lambda: ReportMetrics(meteor=True), "vqa": VQAMetrics, "t2i": TextToCXRMetrics}
+    callback = callbacks[task]() if generate else TextToCXRMetrics()  # scores nothing: no t2i items
     limit = split.limit
     if not generate:
         model.generation_options.max_new_tokens = 1
@@ -316,20 +317,6 @@ def _test_chat(
     loss = _held_out_test(model, data, callback, 1.0 if limit == 0 else max(1, limit // 16))
     callback.last_scores = {**callback.last_scores, "test_loss": loss}
     return callback
-
-
-class TextToCXRAnswers(CorpusMetricCallback):
-    """Collects the generated text-to-CXR answers with their references (scored by `xray_request_rate`)."""
-
-    def collect(self, outputs: Any, batch: Any, pl_module: Any) -> list[dict]:
-        return [
-            {"prediction": p, "reference": r}
-            for p, r, t in zip(outputs["predictions"], outputs["references"], outputs["tasks"], strict=True)
-            if t == "t2i"
-        ]
-
-    def score(self, items: list[dict]) -> dict[str, float | None]:
-        return {"t2i_n": float(len(items))}
 
 
 def _train_dialogue_answers(data_dir: Path) -> tuple[Counter, dict[tuple, Counter]]:
@@ -394,14 +381,14 @@ def evaluate_chat(
         image=_floats(vqa_image.last_scores),
         blank_images=_floats(vqa_blank.last_scores),
         majority_answer=_floats(majority_vqa(vqa_image.last_items, answers)),
-        answers_with_xray_tags=xray_tags_in(vqa_image.last_items),
+        answers_with_xray_tags=xray_tags_in([item["prediction"] for item in vqa_image.last_items]),
         answers=len(vqa_image.last_items),
     )
     t2i_image = _test_chat(image_checkpoint, split, "t2i", blank_images=False)
     t2i_blank = _test_chat(blank_checkpoint, split, "t2i", blank_images=True)
     t2i = TextToCXREvaluation(
-        image=XrayRequestRate(**xray_request_rate(t2i_image.last_items, labeler)),
-        blank_images=XrayRequestRate(**xray_request_rate(t2i_blank.last_items, labeler)),
+        image=_request_rate(t2i_image.last_items, labeler),
+        blank_images=_request_rate(t2i_blank.last_items, labeler),
         examples=[TextToCXRExample(i["prediction"], i["reference"]) for i in t2i_image.last_items[:3]],
     )
     report_blank_input = _test_chat(image_checkpoint, split, "report", blank_images=True, generate=False)
@@ -416,52 +403,9 @@ def evaluate_chat(
     return ChatEvaluation(report=report, vqa=vqa, t2i=t2i)
 
 
-def named_view(text: str) -> str | None:
-    """The view class whose view sentence (`VIEW_SENTENCES`) the text states, or None."""
-    from lit_medxchat.core.constants import VIEW_SENTENCES
-
-    lowered = text.lower()
-    for view, sentence in VIEW_SENTENCES.items():
-        if view != "OTHER" and sentence.lower().rstrip(".") in lowered:
-            return view
-    return None
-
-
-def xray_request_rate(items: list[dict], labeler: Any) -> dict[str, float]:
-    """How often the `<Xray>` prompt of a text-to-CXR answer names the requested view and finding.
-
-    The request is the reference answer's own prompt: its view sentence and the findings the labeler
-    reads as present in it. A generated answer passes when its first `<Xray> ... </Xray>` span states
-    the same view and every such finding is present in it too (a "no finding" request must be read as
-    No Finding). Answers without a closed span fail.
-    """
-    from lit_medxchat.inference.pipeline import extract_xray_prompts
-
-    passed, views, findings = [], [], []
-    for item in items:
-        wanted, _ = extract_xray_prompts(item["reference"])
-        got, warnings = extract_xray_prompts(item["prediction"])
-        if not wanted:
-            continue
-        prompt = got[0] if got and not warnings else ""
-        view_ok = named_view(prompt) is not None and named_view(prompt) == named_view(wanted[0])
-        wanted_labels, got_labels = labeler(wanted[0]), labeler(prompt) if prompt else {}
-        positives = [name for name, value in wanted_labels.items() if value == 1.0]
-        finding_ok = bool(prompt) and all(got_labels.get(name) == 1.0 for name in positives)
-        views.append(view_ok)
-        findings.append(finding_ok)
-        passed.append(view_ok and finding_ok)
-    def rate(flags: list[bool]) -> float:
-        return float(np.mean(flags)) if flags else float("nan")
-
-    return {"request_rate": rate(passed), "view_rate": rate(views), "finding_rate": rate(findings), "n": len(passed)}
-
-
-def xray_tags_in(items: list[dict]) -> int:
-    """How many answers contain an `<Xray>` or `</Xray>` tag (VQA answers must contain none)."""
-    from lit_medxchat.core.constants import XRAY_END, XRAY_START
-
-    return sum(1 for item in items if XRAY_START in item["prediction"] or XRAY_END in item["prediction"])
+def _request_rate(items: list[dict], labeler: Any) -> XrayRequestRate:
+    rates = xray_request_rate(items, labeler)
+    return XrayRequestRate(rates["request_rate"], rates["view_rate"], rates["finding_rate"], int(rates["n"]))
 
 
 def _floats(scores: dict[str, Any]) -> dict[str, float | None]:

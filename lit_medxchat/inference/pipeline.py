@@ -11,7 +11,6 @@ checkpoint can only make it build one of our models.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from lit_medxchat.core.checkpoint_files import load_checkpoint_file
-from lit_medxchat.core.constants import XRAY_END, XRAY_START
+from lit_medxchat.core.xray_prompts import extract_xray_prompts
 from lit_medxchat.models.registry import UnknownModelError, checkpoint_model_name, core_class
 from lit_medxchat.training.completion import newest_checkpoint
 
@@ -33,7 +32,6 @@ __all__ = [
     "CXRGenerator",
     "ChatResponse",
     "MedXChatPipeline",
-    "extract_xray_prompts",
     "load_image",
     "load_module",
     "newest_checkpoint",
@@ -42,7 +40,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_XRAY_SPAN = re.compile(re.escape(XRAY_START) + r"(.*?)(?:" + re.escape(XRAY_END) + r"|$)", re.DOTALL)
 
 
 class CXRGenerator(Protocol):
@@ -84,20 +81,6 @@ class ChatResponse:
             Image.fromarray(array).save(path)
             paths.append(path)
         return paths
-
-
-def extract_xray_prompts(answer: str) -> tuple[list[str], list[str]]:
-    """Prompts inside `<Xray> ... </Xray>` spans, and a warning per span left open (cut generation)."""
-    prompts, warnings = [], []
-    for match in _XRAY_SPAN.finditer(answer):
-        prompt = match.group(1).strip()
-        if not match.group(0).endswith(XRAY_END):
-            warnings.append(f"unterminated {XRAY_START} span (answer cut at max_new_tokens?); drawing {prompt!r}")
-        if prompt:
-            prompts.append(prompt)
-        else:
-            warnings.append(f"empty {XRAY_START}{XRAY_END} span skipped")
-    return prompts, warnings
 
 
 def load_image(image: Any) -> Image.Image:
