@@ -72,7 +72,8 @@ class ReportMetrics(CorpusMetricCallback):
                 f"{len(tasks)} tasks, {len(metas)} meta"
             )
         return [
-            {"prediction": p, "reference": r, "labels": m.get("labels"), "key": m.get("key")}
+            {"prediction": p, "reference": r, "labels": m.get("labels"), "key": m.get("key"),
+             "study_id": m.get("study_id"), "view": m.get("view")}
             for p, r, t, m in zip(preds, refs, tasks, metas, strict=True)
             if t == "report"
         ]

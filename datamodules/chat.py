@@ -170,6 +170,7 @@ class ChatExample:
             "reference": str(evaluated["content"]),
             "meta": {
                 "key": sample.key,
+                "study_id": meta.get("study_id"),
                 "task": task,
                 "labels": meta.get("labels"),
                 "view": meta.get("view"),

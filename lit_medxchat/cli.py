@@ -31,6 +31,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "lit_medxchat.inference.classify_views:main",
         "predict the view of every image in a folder",
     ),
+    ("evaluate",): ("lit_medxchat.evaluation.cli:main", "the paper's chat tables for a trained run, on the test split"),
     ("demo",): ("lit_medxchat.demo.run:main", "the whole MedXChat loop on the built-in dataset"),
     ("plan",): ("lit_medxchat.plan.cli:main", "build a config's model on meta and say what a run needs per GPU"),
 }

@@ -8,7 +8,6 @@ positives has no AUROC, and counting it as 0 or 0.5 would say something the data
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,8 @@ import numpy as np
 import torch
 
 from callbacks.scoring.text_to_cxr import xray_request_rate, xray_tags_in
-from callbacks.text_to_cxr_metrics import TextToCXRMetrics
 from lit_medxchat.core.auroc import macro_auroc, per_label_auroc
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
-from lit_medxchat.core.quiet import quiet_training
 from lit_medxchat.demo.results import (
     BranchEvaluation,
     ChatEvaluation,
@@ -33,6 +30,13 @@ from lit_medxchat.demo.results import (
     ViewAccuracy,
     VQAEvaluation,
     XrayRequestRate,
+)
+from lit_medxchat.evaluation.held_out import (
+    ChatTestSplit,
+    held_out_test,
+    majority_vqa,
+    run_chat_test,
+    train_dialogue_answers,
 )
 
 
@@ -170,30 +174,8 @@ def _test_diffusion(
     data = DiffusionDataModule(
         str(data_dir), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
     )
-    loss = _held_out_test(model, data, metrics, limit_batches)  # seeded noise and timesteps: same for both branches
+    loss = held_out_test(model, data, metrics, limit_batches)  # seeded noise and timesteps: same for both branches
     return {**metrics.last_scores, "test_loss": loss}, list(metrics.last_items)
-
-
-def _held_out_test(model: Any, datamodule: Any, callback: Any, limit_test_batches: int | float) -> float | None:
-    """One CPU `trainer.test` with `callback`, quiet; the logged `test/loss` (None when the model logs none).
-
-    The Trainer is built inside `quiet_training`: Lightning's tips and DeepSpeed's CPU notice come then.
-    """
-    from lightning.pytorch import Trainer
-
-    with quiet_training():
-        trainer = Trainer(
-            accelerator="cpu",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            callbacks=[callback],
-            limit_test_batches=limit_test_batches,
-        )
-        trainer.test(model, datamodule=datamodule, verbose=False)
-    loss = trainer.callback_metrics.get("test/loss")
-    return None if loss is None else float(loss)
 
 
 def evaluate_diffusion(
@@ -252,105 +234,6 @@ def _contact_sheet(data_dir: Path, trained: Any, untrained: Any, out_path: Path)
     return contact_sheet(rows, out_path)
 
 
-def saved_data_args(run_dir: Path, names: tuple[str, ...]) -> dict[str, Any]:
-    """The DataModule options a run was trained with, from the config LightningCLI saved beside its logs."""
-    import yaml
-
-    configs = sorted(run_dir.glob("lightning_logs/version_*/config.yaml")) or sorted(run_dir.glob("config.yaml"))
-    if not configs:
-        raise FileNotFoundError(f"{run_dir} holds no saved config.yaml: was it trained with `lit-medxchat fit`?")
-    init_args = yaml.safe_load(configs[-1].read_text())["data"]["init_args"]
-    return {name: init_args[name] for name in names if name in init_args}
-
-
-CHAT_DATA_OPTIONS = ("num_image_tokens", "image_size", "image_mean", "image_std", "max_length", "multi_view")
-
-
-@dataclass(frozen=True)
-class ChatTestSplit:
-    """What the chat models are tested on: the shards' test split, read with the chat tokenizer.
-
-    `limit` caps the test samples generated per task (all of them when 0), in batches of 16.
-    """
-
-    data_dir: Path
-    tokenizer_path: str | Path
-    limit: int
-
-
-def _chat_data(checkpoint: str | Path, split: ChatTestSplit, task: str, blank_images: bool) -> Any:
-    from datamodules.chat import ChatDataModule
-
-    data_args = saved_data_args(Path(checkpoint).parents[1], CHAT_DATA_OPTIONS)
-    return ChatDataModule(
-        str(split.data_dir),
-        tokenizer_path=str(split.tokenizer_path),
-        batch_size=16,
-        num_workers=0,
-        seed=0,
-        task_weights={task: 1.0},
-        augment=False,
-        blank_images=blank_images,
-        **data_args,
-    )
-
-
-def _test_chat(
-    checkpoint: str | Path, split: ChatTestSplit, task: str, blank_images: bool, generate: bool = True
-) -> Any:
-    """Generate on the test split for one task; return the metric callback (scores and items).
-
-    With `generate=False` only the teacher-forced loss is computed (`last_scores["test_loss"]`).
-    """
-
-    from callbacks.report_metrics import ReportMetrics
-    from callbacks.vqa_metrics import VQAMetrics
-    from lit_medxchat.models.llm_lora import MedXChatLoRA
-
-    model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
-    callbacks = {"report": lambda: ReportMetrics(meteor=True), "vqa": VQAMetrics, "t2i": TextToCXRMetrics}
-    callback = callbacks[task]() if generate else TextToCXRMetrics()  # scores nothing: no t2i items
-    limit = split.limit
-    if not generate:
-        model.generation_options.max_new_tokens = 1
-    data = _chat_data(checkpoint, split, task, blank_images)
-    loss = _held_out_test(model, data, callback, 1.0 if limit == 0 else max(1, limit // 16))
-    callback.last_scores = {**callback.last_scores, "test_loss": loss}
-    return callback
-
-
-def _train_dialogue_answers(data_dir: Path) -> tuple[Counter, dict[tuple, Counter]]:
-    """The training split's report answers, and its VQA answers per question type (topic, diagnosis)."""
-    from datamodules.streaming import iter_samples
-
-    reports: Counter = Counter()
-    answers: dict[tuple, Counter] = {}
-    for sample in iter_samples(data_dir, "train"):
-        for dialogue in sample.json("conv.json")["dialogues"]:
-            for turn in dialogue["turns"]:
-                if turn["role"] != "assistant":
-                    continue
-                if dialogue["task"] == "report":
-                    reports[turn["content"]] += 1
-                elif dialogue["task"] == "vqa":
-                    key = (turn.get("topic"), turn.get("diagnosis"))
-                    answers.setdefault(key, Counter())[turn["content"]] += 1
-    return reports, answers
-
-
-def majority_vqa(items: list[dict], answers: dict[tuple, Counter]) -> dict[str, float]:
-    from callbacks.scoring.vqa import vqa_accuracy
-
-    overall = Counter()
-    for counter in answers.values():
-        overall.update(counter)
-    predictions = []
-    for item in items:
-        counter = answers.get((item["meta"]["topic"], item["meta"]["diagnosis"])) or overall
-        predictions.append(counter.most_common(1)[0][0])
-    return vqa_accuracy(predictions, [i["reference"] for i in items], [i["meta"] for i in items])
-
-
 def evaluate_chat(
     data_dir: Path,
     tokenizer_path: str | Path,
@@ -367,16 +250,16 @@ def evaluate_chat(
     from callbacks.scoring.nlg import report_nlg_scores
 
     split = ChatTestSplit(data_dir, tokenizer_path, eval_limit)
-    report_image = _test_chat(image_checkpoint, split, "report", blank_images=False)
-    report_blank = _test_chat(blank_checkpoint, split, "report", blank_images=True)
-    reports, answers = _train_dialogue_answers(data_dir)
+    report_image = run_chat_test(image_checkpoint, split, "report", blank_images=False)
+    report_blank = run_chat_test(blank_checkpoint, split, "report", blank_images=True)
+    reports, answers = train_dialogue_answers(data_dir)
     frequent = reports.most_common(1)[0][0]
     references = [item["reference"] for item in report_image.last_items]
     labeler = default_labeler()
     frequent_scores = dict(report_nlg_scores([frequent] * len(references), references, meteor=False))
     frequent_scores.update(clinical_efficacy([labeler(frequent)] * len(references), [labeler(r) for r in references]))
-    vqa_image = _test_chat(image_checkpoint, split, "vqa", blank_images=False)
-    vqa_blank = _test_chat(blank_checkpoint, split, "vqa", blank_images=True)
+    vqa_image = run_chat_test(image_checkpoint, split, "vqa", blank_images=False)
+    vqa_blank = run_chat_test(blank_checkpoint, split, "vqa", blank_images=True)
     vqa = VQAEvaluation(
         image=_floats(vqa_image.last_scores),
         blank_images=_floats(vqa_blank.last_scores),
@@ -384,14 +267,14 @@ def evaluate_chat(
         answers_with_xray_tags=xray_tags_in([item["prediction"] for item in vqa_image.last_items]),
         answers=len(vqa_image.last_items),
     )
-    t2i_image = _test_chat(image_checkpoint, split, "t2i", blank_images=False)
-    t2i_blank = _test_chat(blank_checkpoint, split, "t2i", blank_images=True)
+    t2i_image = run_chat_test(image_checkpoint, split, "t2i", blank_images=False)
+    t2i_blank = run_chat_test(blank_checkpoint, split, "t2i", blank_images=True)
     t2i = TextToCXREvaluation(
         image=_request_rate(t2i_image.last_items, labeler),
         blank_images=_request_rate(t2i_blank.last_items, labeler),
         examples=[TextToCXRExample(i["prediction"], i["reference"]) for i in t2i_image.last_items[:3]],
     )
-    report_blank_input = _test_chat(image_checkpoint, split, "report", blank_images=True, generate=False)
+    report_blank_input = run_chat_test(image_checkpoint, split, "report", blank_images=True, generate=False)
     report = ReportEvaluation(
         image=_floats(report_image.last_scores),
         blank_images=_floats(report_blank.last_scores),

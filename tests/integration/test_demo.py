@@ -88,3 +88,48 @@ def test_evidence_json_lists_every_row(quick_demo: Path) -> None:
 def test_rerun_skips_finished_stages(quick_demo: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--out", str(quick_demo), "--quick"]) == 0
     assert "done earlier" in capsys.readouterr().out
+
+
+def test_evaluate_gives_the_demo_evidence_for_the_same_items(quick_demo: Path, tmp_path: Path) -> None:
+    """Proves: `lit-medxchat evaluate` on the demo's chat runs (image and blank-image), over the same test items as
+    the demo's evidence, gives the same figures: CE F1, BLEU-4, VQA accuracy, the majority answer and the
+    `<Xray>` request rule; it writes every table as Markdown, CSV and JSON, and the per-study report CSVs."""
+    from lit_medxchat.cli import main as cli_main
+
+    runs, out = quick_demo / "runs", tmp_path / "evaluation"
+    assert cli_main(["evaluate", "--run-dir", str(runs / "chat"), "--blank-run", str(runs / "chat-blank-images"),
+                     "--limit", "32", "--out", str(out), "--no-progress"]) == 0
+    tables = json.loads((out / "tables.json").read_text())
+    evidence = _results(quick_demo, "evaluate_chat")
+
+    def row(table: str, model: str, **match: str) -> dict:
+        (found,) = [r for r in tables[table]["rows"] if r["model"] == model and all(r[k] == v for k, v in
+                                                                                    match.items())]
+        return found
+
+    report, vqa, t2i = evidence["report"], evidence["vqa"], evidence["t2i"]
+    for model, key in (("image LLM", "image"), ("blank-image LLM", "blank_images")):
+        assert row("table1_clinical_efficacy", model)["ce_f1_micro"] == pytest.approx(report[key]["ce_f1_micro"])
+        assert row("table2_nlg", model, references="with view sentence")["bleu_4"] == \
+            pytest.approx(report[key]["bleu_4"])
+        assert row("table3_vqa_by_topic", model)["overall"] == pytest.approx(vqa[key]["vqa_acc"])
+        assert row("xray_requests", model)["request_rate"] == pytest.approx(t2i[key]["request_rate"], nan_ok=True)
+    assert row("table1_clinical_efficacy", "most frequent training report")["ce_f1_micro"] == \
+        pytest.approx(report["most_frequent_report"]["ce_f1_micro"])
+    assert row("table3_vqa_by_topic", "majority answer")["overall"] == pytest.approx(vqa["majority_answer"]["vqa_acc"])
+    assert tables["table1_clinical_efficacy"]["notes"]["n"] == report["image"]["report_n"]
+    assert row("xray_requests", "image LLM")["report_and_vqa_answers_with_xray_tags"] >= 0
+    for name in tables:
+        assert (out / f"{name}.csv").is_file()
+    assert "Table 1" in (out / "tables.md").read_text()
+    predicted = (out / "rexrank" / "predicted_reports.csv").read_text().splitlines()
+    assert predicted[0] == "study_id,report" and len(predicted) > 1
+    assert (out / "rexrank" / "gt_reports.csv").read_text().splitlines()[0] == "study_id,report"
+
+
+def test_evaluate_refuses_a_folder_without_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from lit_medxchat.cli import main as cli_main
+
+    (tmp_path / "run").mkdir()
+    assert cli_main(["evaluate", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "holds no *.ckpt" in capsys.readouterr().err
