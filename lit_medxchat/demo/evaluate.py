@@ -33,11 +33,11 @@ from lit_medxchat.demo.results import (
 )
 from lit_medxchat.evaluation.held_out import (
     ChatTestSplit,
-    held_out_test,
     majority_vqa,
     run_chat_test,
     train_dialogue_answers,
 )
+from lit_medxchat.evaluation.image_tables import detection_rates, run_diffusion_test, view_group_agreement
 
 
 @torch.no_grad()
@@ -119,65 +119,6 @@ def evaluate_classifiers(
     return ClassifierEvaluation(view=ViewAccuracy(**view_scores), findings=FindingsAUROC(**findings_scores))
 
 
-def detection_rates(items: list[dict]) -> dict[str, float]:
-    """How often the judge finds the prompted finding, vs how often it fires on no-finding prompts.
-
-    For every (image, finding) pair whose prompt states the finding, the judge "detects" it when its
-    probability is >= 0.5. The baseline is the same label's detection rate on images generated from
-    "No Finding" prompts, averaged over the same pairs, so both rates weigh the findings alike.
-    """
-    probs = torch.cat([it["gen_probs"] for it in items]).numpy()
-    labels = torch.cat([it["labels"] for it in items]).numpy()
-    no_finding = CHEXPERT_LABELS.index("No Finding")
-    normal = labels[:, no_finding] == 1
-    fired = probs >= 0.5
-    rates, baselines = [], []
-    for j in range(len(CHEXPERT_LABELS)):
-        if j == no_finding:
-            continue
-        positive = labels[:, j] == 1
-        if not positive.any() or not normal.any():
-            continue
-        rates.extend(fired[positive, j].tolist())
-        baselines.extend([float(fired[normal, j].mean())] * int(positive.sum()))
-    if not rates:
-        return {"detection_rate": float("nan"), "no_finding_rate": float("nan"), "pairs": 0}
-    return {"detection_rate": float(np.mean(rates)), "no_finding_rate": float(np.mean(baselines)), "pairs": len(rates)}
-
-
-def view_group_agreement(items: list[dict]) -> float:
-    """Frontal (PA/AP) vs lateral agreement between the requested and the judged view."""
-    probs = torch.cat([it["view_probs"] for it in items]).numpy()
-    requested = torch.cat([it["view"] for it in items]).numpy()
-    lateral = VIEW_CLASSES.index("LATERAL")
-    keep = requested != VIEW_CLASSES.index("OTHER")
-    return float(((probs.argmax(-1) == lateral) == (requested == lateral))[keep].mean())
-
-
-def _test_diffusion(
-    model: Any,
-    data_dir: Path,
-    findings_checkpoint: str | Path,
-    view_checkpoint: str | Path,
-    limit_batches: int | float,
-) -> tuple[dict[str, Any], list[dict]]:
-    """Generate for the test prompts of `data_dir`, judged by the two classifier checkpoints."""
-
-    from callbacks.image_metrics import ImageMetrics
-    from datamodules.diffusion import DiffusionDataModule
-
-    model.sampling_options.val_generate_batches = 10**9  # generate for every test batch
-    metrics = ImageMetrics(
-        findings_classifier=str(findings_checkpoint),
-        view_classifier=str(view_checkpoint),
-    )
-    data = DiffusionDataModule(
-        str(data_dir), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
-    )
-    loss = held_out_test(model, data, metrics, limit_batches)  # seeded noise and timesteps: same for both branches
-    return {**metrics.last_scores, "test_loss": loss}, list(metrics.last_items)
-
-
 def evaluate_diffusion(
     data_dir: Path,
     diffusion_checkpoint: str | Path,
@@ -199,7 +140,7 @@ def evaluate_diffusion(
     limit = 1.0 if eval_batches == 0 else eval_batches
     branches: dict[str, BranchEvaluation] = {}
     for name, model in (("trained", trained), ("untrained", untrained)):
-        scores, items = _test_diffusion(model, data_dir, findings_checkpoint, view_checkpoint, limit)
+        scores, items = run_diffusion_test(model, data_dir, findings_checkpoint, view_checkpoint, limit)
         branches[name] = BranchEvaluation(
             scores=_floats(scores),
             fid_key=next((k for k in scores if k.startswith("fid_")), None),

@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lit-medxchat evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="the chat run folder (`fit`'s default_root_dir)")
     parser.add_argument("--blank-run", type=Path, help="a chat run trained on blank images: the image-free baseline")
+    parser.add_argument("--diffusion-run", type=Path, help="a CXR-SD run: Table 5 (needs --findings-run, --view-run)")
+    parser.add_argument("--findings-run", type=Path, help="the findings classifier run that judges generated CXRs")
+    parser.add_argument("--view-run", type=Path, help="the view classifier run that judges generated CXRs")
     parser.add_argument("--data-dir", help="shards to test on (default: the run's own, from its saved config)")
     parser.add_argument("--split", choices=("test", "validate"), default="test")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
@@ -47,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def checkpoint_of(run_dir: Path) -> Path:
+def checkpoint_of(run_dir: Path, needs_tokenizer: bool = True) -> Path:
     """The run's newest complete single-file checkpoint; errors say what the folder lacks."""
     from lit_medxchat.training.completion import newest_checkpoint
 
@@ -62,7 +65,7 @@ def checkpoint_of(run_dir: Path) -> Path:
             f"{checkpoint} is a DeepSpeed checkpoint folder: convert it to one file first "
             f"(`python -m lit_medxchat.training.checkpointing to-fp32 {checkpoint} {run_dir}/checkpoints/fp32.ckpt`)"
         )
-    if not (run_dir / "tokenizer").is_dir():
+    if needs_tokenizer and not (run_dir / "tokenizer").is_dir():
         raise EvaluationInputError(f"{run_dir}/tokenizer is missing: `fit` writes it at the start of training")
     return checkpoint
 
@@ -130,6 +133,19 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
     return tables, study_rows(main["report"].last_items)
 
 
+def evaluate_diffusion_run(options: argparse.Namespace) -> Table:
+    """Table 5 for `--diffusion-run`, judged by the classifiers of `--findings-run` and `--view-run`."""
+    from lit_medxchat.evaluation.image_tables import generated_images_table
+
+    checkpoint = checkpoint_of(options.diffusion_run, needs_tokenizer=False)
+    data_dir = data_dir_of(options.diffusion_run, options.data_dir, options.split)
+    print(f"CXR-SD: generating for the {options.split} prompts ({checkpoint})", file=sys.stderr)
+    limit = 1.0 if options.limit == 0 else max(1, options.limit // 16)
+    return generated_images_table(checkpoint, checkpoint_of(options.findings_run, needs_tokenizer=False),
+                                  checkpoint_of(options.view_run, needs_tokenizer=False), Path(data_dir), limit,
+                                  progress=not options.no_progress)
+
+
 def _check_same_references(answers: dict, references: list[str]) -> None:
     """The baseline run must have answered the same samples, in the same order, or its row is not comparable."""
     for model, found in answers.items():
@@ -144,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     from lit_medxchat.evaluation.writers import table_markdown, write_report_csvs, write_tables
 
     try:
+        if options.diffusion_run is not None and (options.findings_run is None or options.view_run is None):
+            raise EvaluationInputError("--diffusion-run needs --findings-run and --view-run (the judges of Table 5)")
         tables, reports = evaluate_chat_run(options)
+        if options.diffusion_run is not None:
+            tables.append(evaluate_diffusion_run(options))
     except (EvaluationInputError, FileNotFoundError) as error:
         print(f"lit-medxchat evaluate: {error}", file=sys.stderr)
         return 2

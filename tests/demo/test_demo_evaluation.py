@@ -11,13 +11,12 @@ import torch
 
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.demo.evaluate import (
-    detection_rates,
     findings_auroc,
     majority_vqa,
     view_accuracy,
-    view_group_agreement,
 )
 from lit_medxchat.demo.report import Evidence
+from lit_medxchat.evaluation.image_tables import detection_rates, view_group_agreement
 
 PA, AP, LAT = (VIEW_CLASSES.index(v) for v in ("PA", "AP", "LATERAL"))
 L = len(CHEXPERT_LABELS)

@@ -91,14 +91,17 @@ def test_rerun_skips_finished_stages(quick_demo: Path, capsys: pytest.CaptureFix
 
 
 def test_evaluate_gives_the_demo_evidence_for_the_same_items(quick_demo: Path, tmp_path: Path) -> None:
-    """Proves: `lit-medxchat evaluate` on the demo's chat runs (image and blank-image), over the same test items as
-    the demo's evidence, gives the same figures: CE F1, BLEU-4, VQA accuracy, the majority answer and the
-    `<Xray>` request rule; it writes every table as Markdown, CSV and JSON, and the per-study report CSVs."""
+    """Proves: `lit-medxchat evaluate` on the demo's runs (chat, blank-image chat, CXR-SD and its two judges), over
+    the same test items as the demo's evidence, gives the same figures: CE F1, BLEU-4, VQA accuracy, the majority
+    answer, the `<Xray>` request rule, FID and view agreement of both branches; it writes every table as Markdown,
+    CSV and JSON, and the per-study report CSVs."""
     from lit_medxchat.cli import main as cli_main
 
     runs, out = quick_demo / "runs", tmp_path / "evaluation"
     assert cli_main(["evaluate", "--run-dir", str(runs / "chat"), "--blank-run", str(runs / "chat-blank-images"),
-                     "--limit", "32", "--out", str(out), "--no-progress"]) == 0
+                     "--diffusion-run", str(runs / "diffusion"), "--findings-run", str(runs / "findings-classifier"),
+                     "--view-run", str(runs / "view-classifier"), "--limit", "32", "--out", str(out),
+                     "--no-progress"]) == 0
     tables = json.loads((out / "tables.json").read_text())
     evidence = _results(quick_demo, "evaluate_chat")
 
@@ -118,6 +121,13 @@ def test_evaluate_gives_the_demo_evidence_for_the_same_items(quick_demo: Path, t
         pytest.approx(report["most_frequent_report"]["ce_f1_micro"])
     assert row("table3_vqa_by_topic", "majority answer")["overall"] == pytest.approx(vqa["majority_answer"]["vqa_acc"])
     assert tables["table1_clinical_efficacy"]["notes"]["n"] == report["image"]["report_n"]
+    diffusion = _results(quick_demo, "evaluate_diffusion")
+    for model, branch in (("CXR-SD (trained control branch)", "trained"), ("frozen base (untrained branch)",
+                                                                          "untrained")):
+        judged = diffusion[branch]
+        assert row("table5_generated_images", model)["fid"] == pytest.approx(judged["scores"][judged["fid_key"]])
+        assert row("table5_generated_images", model)["frontal_lateral_agreement"] == \
+            pytest.approx(judged["view_agreement"])
     assert row("xray_requests", "image LLM")["report_and_vqa_answers_with_xray_tags"] >= 0
     for name in tables:
         assert (out / f"{name}.csv").is_file()
