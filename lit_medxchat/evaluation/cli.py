@@ -14,7 +14,10 @@ Usage: lit-medxchat evaluate --run-dir RUN [--blank-run RUN] [--data-dir SHARDS]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from lit_medxchat.evaluation.chat_tables import (
@@ -107,8 +110,13 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
         answers[model] = {}
         for task in ("report", "vqa", "t2i"):
             print(f"{model}: {task} on the {options.split} split ({checkpoint})", file=sys.stderr)
-            answers[model][task] = run_chat_test(checkpoint, split, task, blank_images=blank, progress=progress,
-                                                   meteor=not options.no_meteor)
+            with _per_sample_skip_lines_off():
+                found = run_chat_test(checkpoint, split, task, blank_images=blank, progress=progress,
+                                      meteor=not options.no_meteor)
+            answers[model][task] = found
+            skipped = {reason: count for reason, count in found.skipped.items() if count}
+            print(f"  {len(found.last_items)} answered" + (f"; skipped: {skipped}" if skipped else ""),
+                  file=sys.stderr)
     main = answers["image LLM"]
     reports, vqa_answers = train_dialogue_answers(Path(data_dir))
     references = [item["reference"] for item in main["report"].last_items]
@@ -125,7 +133,8 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
     stray = {model: xray_tags_in([item["prediction"] for task in ("report", "vqa") for item in found[task].last_items])
              for model, found in answers.items()}
     tables = [
-        clinical_table(report_rows, references, labeler, options.uncertain_as, "lit_medxchat.labeler.label_report"),
+        clinical_table(report_rows, references, labeler, int(options.uncertain_as),
+                       "lit_medxchat.labeler.label_report"),
         nlg_table(report_rows, references, meteor),
         *vqa_tables(vqa_rows, len(main["vqa"].last_items)),
         request_table(request_rows, stray),
@@ -144,6 +153,19 @@ def evaluate_diffusion_run(options: argparse.Namespace) -> Table:
     return generated_images_table(checkpoint, checkpoint_of(options.findings_run, needs_tokenizer=False),
                                   checkpoint_of(options.view_run, needs_tokenizer=False), Path(data_dir), limit,
                                   progress=not options.no_progress)
+
+
+@contextlib.contextmanager
+def _per_sample_skip_lines_off() -> Iterator[None]:
+    """The loader's line per skipped sample off: most samples of a split have no dialogue of a given task (a
+    text-to-CXR request, say), which is expected here; the counts by reason are printed after each task."""
+    logger = logging.getLogger("datamodules.streaming")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _check_same_references(answers: dict, references: list[str]) -> None:

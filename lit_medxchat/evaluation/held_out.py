@@ -3,12 +3,15 @@ and the demo's evaluation share, so both compute a figure the same way."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_medxchat.core.quiet import quiet_training
+from lit_medxchat.core.quiet import LIGHTNING_RANK_ZERO_LOGGER, quiet_training, quiet_transformers
 
 # DataModule options a chat run's test data must share with its training data.
 CHAT_DATA_OPTIONS = ("num_image_tokens", "image_size", "image_mean", "image_std", "max_length", "multi_view")
@@ -36,7 +39,7 @@ def held_out_test(
     """
     from lightning.pytorch import Trainer
 
-    with quiet_training():
+    with quiet_training(), _lightning_notices_off():
         trainer = Trainer(
             accelerator="cpu",
             devices=1,
@@ -52,6 +55,19 @@ def held_out_test(
         run(model, datamodule=datamodule, verbose=False)
     loss = trainer.callback_metrics.get("val/loss" if split == "validate" else "test/loss")
     return None if loss is None else float(loss)
+
+
+@contextmanager
+def _lightning_notices_off() -> Iterator[None]:
+    """Lightning's per-Trainer notices ("GPU available: False, used: False", ...) off for the block: an evaluation
+    builds a Trainer per model and task, and the lines would bury its progress."""
+    logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,8 @@ def run_chat_test(
     from callbacks.vqa_metrics import VQAMetrics
     from lit_medxchat.models.llm_lora import MedXChatLoRA
 
-    model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
+    with quiet_transformers():  # no weight-loading bars between the evaluation's own progress lines
+        model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu")
     callbacks = {"report": lambda: ReportMetrics(meteor=meteor), "vqa": VQAMetrics, "t2i": TextToCXRMetrics}
     callback = callbacks[task]() if generate else TextToCXRMetrics()  # scores nothing: no t2i items
     if not generate:
@@ -107,6 +124,7 @@ def run_chat_test(
     loss = held_out_test(model, data, callback, 1.0 if limit == 0 else max(1, limit // 16), progress=progress,
                          split=split.split)
     callback.last_scores = {**callback.last_scores, "test_loss": loss}
+    callback.skipped = data.skipped_counts(split.split)  # samples without this task's dialogue, decode errors, ...
     return callback
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
+from lit_medxchat.core.quiet import quiet_transformers
 from lit_medxchat.evaluation.chat_tables import Table
 from lit_medxchat.evaluation.held_out import held_out_test
 
@@ -88,8 +89,9 @@ def generated_images_table(
     untrained one (zero convs: exactly the frozen base, the baseline)."""
     from lit_medxchat.models.diffusion import CXRDiffusion
 
-    trained = CXRDiffusion.load_from_checkpoint(diffusion_checkpoint, map_location="cpu")
-    untrained = CXRDiffusion(**dict(trained.hparams))
+    with quiet_transformers():
+        trained = CXRDiffusion.load_from_checkpoint(diffusion_checkpoint, map_location="cpu")
+        untrained = CXRDiffusion(**dict(trained.hparams))
     rows, scores, fid_key = [], {}, None
     for name, model in (("CXR-SD (trained control branch)", trained), ("frozen base (untrained branch)", untrained)):
         scores, items = run_diffusion_test(model, data_dir, findings_checkpoint, view_checkpoint, limit_batches,
