@@ -122,6 +122,20 @@ def quiet_training(known: Sequence[KnownWarning] = TRAINING_WARNINGS) -> Iterato
 
 
 @contextmanager
+def loggers_at_level(level: int, *names: str) -> Iterator[None]:
+    """The named loggers show only records of `level` and above inside the block; their levels come back after."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, previous, strict=True):
+            logger.setLevel(old)
+
+
+@contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' warnings (such as LOAD REPORT tables) and progress bars off inside the block only.
 

@@ -14,10 +14,8 @@ Usage: lit-medxchat evaluate --run-dir RUN [--blank-run RUN] [--data-dir SHARDS]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from lit_medxchat.evaluation.chat_tables import (
@@ -92,6 +90,7 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
     """Run the model(s) over the split; the tables, and one generated report per study (for external scorers)."""
     from callbacks.scoring.clinical import default_labeler
     from callbacks.scoring.text_to_cxr import xray_request_rate, xray_tags_in
+    from lit_medxchat.core.quiet import loggers_at_level
     from lit_medxchat.evaluation.held_out import (
         ChatTestSplit,
         majority_vqa,
@@ -110,7 +109,9 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
         answers[model] = {}
         for task in ("report", "vqa", "t2i"):
             print(f"{model}: {task} on the {options.split} split ({checkpoint})", file=sys.stderr)
-            with _per_sample_skip_lines_off():
+            # The loader's line per skipped sample off: most samples have no dialogue of a given task (a
+            # text-to-CXR request, say), which is expected here; the counts by reason are printed below.
+            with loggers_at_level(logging.ERROR, "datamodules.streaming"):
                 found = run_chat_test(checkpoint, split, task, blank_images=blank, progress=progress,
                                       meteor=not options.no_meteor)
             answers[model][task] = found
@@ -144,28 +145,15 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
 
 def evaluate_diffusion_run(options: argparse.Namespace) -> Table:
     """Table 5 for `--diffusion-run`, judged by the classifiers of `--findings-run` and `--view-run`."""
+    from lit_medxchat.evaluation.held_out import batches_for
     from lit_medxchat.evaluation.image_tables import generated_images_table
 
     checkpoint = checkpoint_of(options.diffusion_run, needs_tokenizer=False)
     data_dir = data_dir_of(options.diffusion_run, options.data_dir, options.split)
     print(f"CXR-SD: generating for the {options.split} prompts ({checkpoint})", file=sys.stderr)
-    limit = 1.0 if options.limit == 0 else max(1, options.limit // 16)
     return generated_images_table(checkpoint, checkpoint_of(options.findings_run, needs_tokenizer=False),
-                                  checkpoint_of(options.view_run, needs_tokenizer=False), Path(data_dir), limit,
-                                  progress=not options.no_progress)
-
-
-@contextlib.contextmanager
-def _per_sample_skip_lines_off() -> Iterator[None]:
-    """The loader's line per skipped sample off: most samples of a split have no dialogue of a given task (a
-    text-to-CXR request, say), which is expected here; the counts by reason are printed after each task."""
-    logger = logging.getLogger("datamodules.streaming")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+                                  checkpoint_of(options.view_run, needs_tokenizer=False), Path(data_dir),
+                                  batches_for(options.limit), progress=not options.no_progress)
 
 
 def _check_same_references(answers: dict, references: list[str]) -> None:

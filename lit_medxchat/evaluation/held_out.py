@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_medxchat.core.quiet import LIGHTNING_RANK_ZERO_LOGGER, quiet_training, quiet_transformers
+from lit_medxchat.core.quiet import (
+    LIGHTNING_RANK_ZERO_LOGGER,
+    loggers_at_level,
+    quiet_training,
+    quiet_transformers,
+)
 
+# Held-out batches are this many samples (chat answers, CXR-SD prompts).
+EVAL_BATCH_SIZE = 16
 # DataModule options a chat run's test data must share with its training data.
 CHAT_DATA_OPTIONS = ("num_image_tokens", "image_size", "image_mean", "image_std", "max_length", "multi_view")
 
@@ -28,6 +33,11 @@ def saved_data_args(run_dir: Path, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: init_args[name] for name in names if name in init_args}
 
 
+def batches_for(limit: int) -> int | float:
+    """Lightning's `limit_*_batches` for at most `limit` samples (every batch when 0; at least one batch)."""
+    return 1.0 if limit == 0 else max(1, limit // EVAL_BATCH_SIZE)
+
+
 def held_out_test(
     model: Any, datamodule: Any, callback: Any, limit_batches: int | float, progress: bool = False,
     split: str = "test",
@@ -39,7 +49,9 @@ def held_out_test(
     """
     from lightning.pytorch import Trainer
 
-    with quiet_training(), _lightning_notices_off():
+    # Lightning's per-Trainer notices ("GPU available: False, ...") off: an evaluation builds a Trainer per model
+    # and task, and the lines would bury its progress.
+    with quiet_training(), loggers_at_level(logging.WARNING, LIGHTNING_RANK_ZERO_LOGGER):
         trainer = Trainer(
             accelerator="cpu",
             devices=1,
@@ -55,19 +67,6 @@ def held_out_test(
         run(model, datamodule=datamodule, verbose=False)
     loss = trainer.callback_metrics.get("val/loss" if split == "validate" else "test/loss")
     return None if loss is None else float(loss)
-
-
-@contextmanager
-def _lightning_notices_off() -> Iterator[None]:
-    """Lightning's per-Trainer notices ("GPU available: False, used: False", ...) off for the block: an evaluation
-    builds a Trainer per model and task, and the lines would bury its progress."""
-    logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def chat_test_data(run_dir: Path, split: ChatTestSplit, task: str, blank_images:
     return ChatDataModule(
         str(split.data_dir),
         tokenizer_path=str(split.tokenizer_path),
-        batch_size=16,
+        batch_size=EVAL_BATCH_SIZE,
         num_workers=0,
         seed=0,
         task_weights={task: 1.0},
@@ -120,9 +119,7 @@ def run_chat_test(
     if not generate:
         model.generation_options.max_new_tokens = 1
     data = chat_test_data(Path(checkpoint).parents[1], split, task, blank_images)
-    limit = split.limit
-    loss = held_out_test(model, data, callback, 1.0 if limit == 0 else max(1, limit // 16), progress=progress,
-                         split=split.split)
+    loss = held_out_test(model, data, callback, batches_for(split.limit), progress=progress, split=split.split)
     callback.last_scores = {**callback.last_scores, "test_loss": loss}
     callback.skipped = data.skipped_counts(split.split)  # samples without this task's dialogue, decode errors, ...
     return callback

@@ -12,7 +12,7 @@ import torch
 from lit_medxchat.core.constants import CHEXPERT_LABELS, VIEW_CLASSES
 from lit_medxchat.core.quiet import quiet_transformers
 from lit_medxchat.evaluation.chat_tables import Table
-from lit_medxchat.evaluation.held_out import held_out_test
+from lit_medxchat.evaluation.held_out import EVAL_BATCH_SIZE, held_out_test
 
 
 def detection_rates(items: list[dict]) -> dict[str, float]:
@@ -69,7 +69,7 @@ def run_diffusion_test(
         view_classifier=str(view_checkpoint),
     )
     data = DiffusionDataModule(
-        str(data_dir), batch_size=16, num_workers=0, seed=0, resolution=model.hparams.image_size
+        str(data_dir), batch_size=EVAL_BATCH_SIZE, num_workers=0, seed=0, resolution=model.hparams.image_size
     )
     # seeded noise and timesteps: the same for both branches
     loss = held_out_test(model, data, metrics, limit_batches, progress=progress)

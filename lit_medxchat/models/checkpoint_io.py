@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from lit_medxchat.models.zero3_build import gathered
+
 _SHOWN_KEYS = 8  # how many offending keys an error message lists before "... and N more"
 
 
@@ -117,7 +119,8 @@ def state_fingerprint(state_dict: Mapping[str, torch.Tensor], keys: Iterable[str
     """
     digest = hashlib.sha256()
     for key in sorted(keys):
-        with _whole(state_dict[key]) as tensor:
+        tensor = state_dict[key]
+        with gathered([tensor]):  # a ZeRO-3 parameter's values, not its empty local tensor (collective)
             digest.update(key.encode())
             digest.update(str(tuple(tensor.shape)).encode())
             values = tensor.detach()
@@ -128,19 +131,6 @@ def state_fingerprint(state_dict: Mapping[str, torch.Tensor], keys: Iterable[str
             magnitude = torch.sum(values.abs(), dtype=torch.float64).item()
         digest.update(f"{total:.6e}|{magnitude:.6e}".encode())
     return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _whole(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
-    """The tensor with all its values: a ZeRO-3 partitioned parameter (empty on every rank) is gathered for the
-    block. Collective then, so every rank must hash the same keys (checkpoint hooks run on all ranks)."""
-    if getattr(tensor, "ds_id", None) is None:
-        yield tensor
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
-        yield tensor
 
 
 @contextlib.contextmanager

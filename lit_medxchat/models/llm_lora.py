@@ -102,10 +102,9 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         """Parts of the core whose frozen weights load straight into ZeRO-3 partitions under `ZeroStrategy`, for
         these constructor arguments: the pretrained ones (`name_or_path`). Random ones are drawn whole on every
         rank first (`zero3_build`). `lit-medxchat plan` reads it to count a rank's host RAM."""
-        hparams = chat_hyperparameters(**{key: init_args[key] for key in ("vision", "llm") if key in init_args},
-                                       tokenizer=init_args.get("tokenizer", ""))
-        return {part for part, group in (("vision_tower", "vision"), ("llm", "llm"))
-                if hparams[group]["name_or_path"]}
+        groups = {"vision_tower": as_options(init_args.get("vision"), VisionOptions),
+                  "llm": as_options(init_args.get("llm"), LLMOptions)}
+        return {part for part, options in groups.items() if options.name_or_path}
 
     def __getattr__(self, name: str) -> Any:
         # A deferred module whose core is asked for before the Trainer built it (a callback's `setup`): build now.

@@ -36,11 +36,8 @@ def deferred_builds() -> Iterator[None]:
     """Modules constructed in the block leave their model to `configure_model` (which the Trainer calls inside
     the strategy's build context). `lit-medxchat fit|validate|test` constructs its model in this block; a module
     made anywhere else builds at once, so that it is whole the moment it exists."""
-    token = _DEFERRED.set(True)
-    try:
+    with _bound(_DEFERRED, True):
         yield
-    finally:
-        _DEFERRED.reset(token)
 
 
 def builds_deferred() -> bool:
@@ -51,11 +48,8 @@ def builds_deferred() -> bool:
 @contextlib.contextmanager
 def zero3_build(config: dict[str, Any] | None) -> Iterator[None]:
     """Inside the block, `build_frozen` partitions what it builds under the DeepSpeed `config` (None: whole)."""
-    token = _ACTIVE_CONFIG.set(config)
-    try:
+    with _bound(_ACTIVE_CONFIG, config):
         yield
-    finally:
-        _ACTIVE_CONFIG.reset(token)
 
 
 def partitioning_active() -> bool:
@@ -122,6 +116,16 @@ def built_parameter_bytes(module: nn.Module) -> dict[str, int]:
             counts["frozen_local"] += parameter.numel() * size
             counts["frozen_whole"] += parameter.numel() * size
     return counts
+
+
+@contextlib.contextmanager
+def _bound(variable: ContextVar, value: Any) -> Iterator[None]:
+    """`variable` set to `value` for the block, its previous value back after."""
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
 
 
 @contextlib.contextmanager

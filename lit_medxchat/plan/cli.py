@@ -62,19 +62,13 @@ def _int_setting(value, field_name: str, default: int) -> int:
 @contextlib.contextmanager
 def _quiet():
     """Library chatter (seed messages, dtype and deprecation warnings) is not part of the plan."""
-    with warnings.catch_warnings():
+    from lit_medxchat.core.quiet import loggers_at_level
+
+    libraries = ("lightning.pytorch", "lightning.fabric", "lightning", "deepspeed", "transformers", "diffusers")
+    with warnings.catch_warnings(), loggers_at_level(logging.ERROR, *libraries):
         warnings.simplefilter("ignore")
-        loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning", "deepspeed",
-                                                   "transformers", "diffusers")]
-        levels = [logger.level for logger in loggers]
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        try:
-            with contextlib.redirect_stderr(io.StringIO()) as captured, contextlib.redirect_stdout(captured):
-                yield captured
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
+        with contextlib.redirect_stderr(io.StringIO()) as captured, contextlib.redirect_stdout(captured):
+            yield captured
 
 
 def make_plan(rest: list[str], options: argparse.Namespace):

@@ -12,18 +12,24 @@ from lit_medxchat.models.medxchat_options import tiny_options
 from lit_medxchat.models.visual_adapter import AdapterOptions, build_visual_adapter
 
 
+def _as_after_training(tmp_path, seed: int) -> tuple[MedXChatLoRA, torch.Generator]:
+    """A tiny chat model whose LoRA and special-token rows hold non-trivial values, as after training; the
+    generator that drew them, for further draws."""
+    train_tokenizer(["findings: small left pleural effusion. <Xray> PA view </Xray>"] * 10, 300, tmp_path / "tok")
+    model = MedXChatLoRA(str(tmp_path / "tok"), **tiny_options()).eval()
+    generator = torch.Generator().manual_seed(seed)
+    for param in model.llm.parameters():
+        if param.requires_grad:
+            param.data += 0.1 * torch.randn(param.shape, generator=generator)
+    return model, generator
+
+
 def test_export_round_trip(tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
-    train_tokenizer(["findings: small left pleural effusion. <Xray> PA view </Xray>"] * 10, 300, tmp_path / "tok")
-    model = MedXChatLoRA(str(tmp_path / "tok"), **tiny_options()).eval()
-    # Give LoRA and the special-token rows non-trivial values, as after training.
-    generator = torch.Generator().manual_seed(0)
-    for param in model.llm.parameters():
-        if param.requires_grad:
-            param.data += 0.1 * torch.randn(param.shape, generator=generator)
+    model, generator = _as_after_training(tmp_path, seed=0)
     written = model.export_pretrained(tmp_path / "export")
     out = tmp_path / "export"
     assert written == [out / "lora", out / "base", out / "merged", out / "vision"]
@@ -69,12 +75,7 @@ def test_exported_model_answers_a_text_to_cxr_request_from_plain_transformers(tm
 
     from lit_medxchat.core.conversation import decode_answer, encode_prompt
 
-    train_tokenizer(["findings: small left pleural effusion. <Xray> PA view </Xray>"] * 10, 300, tmp_path / "tok")
-    model = MedXChatLoRA(str(tmp_path / "tok"), **tiny_options()).eval()
-    generator = torch.Generator().manual_seed(1)
-    for param in model.llm.parameters():
-        if param.requires_grad:
-            param.data += 0.1 * torch.randn(param.shape, generator=generator)
+    model, _ = _as_after_training(tmp_path, seed=1)
     model.export_pretrained(tmp_path / "export")
     request = [{"role": "user", "content": "Generate a lateral chest X-ray showing a small left pleural effusion."}]
 
