@@ -35,6 +35,7 @@ from lit_medxchat.evaluation.held_out import (
     ChatTestSplit,
     majority_vqa,
     run_chat_test,
+    run_vqa_protocol,
     train_dialogue_answers,
 )
 from lit_medxchat.evaluation.image_tables import detection_rates, run_diffusion_test, view_group_agreement
@@ -181,14 +182,17 @@ def evaluate_chat(
     image_checkpoint: str | Path,
     blank_checkpoint: str | Path,
     eval_limit: int,
+    vqa_per_category: int,
 ) -> ChatEvaluation:
     """Reports and VQA of the image-conditioned LLM vs the blank-image LLM and the majority baselines.
 
     Both LLMs are tested on the test split of `data_dir` (at most `eval_limit` samples per task, all
-    when 0); the majority baselines come from the training split's dialogues.
+    when 0; VQA also on the balanced protocol with `vqa_per_category` images per category and answer); the
+    majority baselines come from the training split's dialogues.
     """
     from callbacks.scoring.clinical import clinical_efficacy, default_labeler
     from callbacks.scoring.nlg import report_nlg_scores
+    from lit_medxchat.evaluation.vqa_protocol import protocol_counts, protocol_for_split, protocol_scores
 
     split = ChatTestSplit(data_dir, tokenizer_path, eval_limit)
     report_image = run_chat_test(image_checkpoint, split, "report", blank_images=False)
@@ -201,12 +205,20 @@ def evaluate_chat(
     frequent_scores.update(clinical_efficacy([labeler(frequent)] * len(references), [labeler(r) for r in references]))
     vqa_image = run_chat_test(image_checkpoint, split, "vqa", blank_images=False)
     vqa_blank = run_chat_test(blank_checkpoint, split, "vqa", blank_images=True)
+    protocol = protocol_for_split(data_dir, "test", vqa_per_category)
+    protocol_image, _ = run_vqa_protocol(image_checkpoint, split, protocol, blank_images=False)
+    protocol_blank, _ = run_vqa_protocol(blank_checkpoint, split, protocol, blank_images=True)
+    answered = [item["prediction"] for item in vqa_image.last_items + protocol_image]
     vqa = VQAEvaluation(
         image=_floats(vqa_image.last_scores),
         blank_images=_floats(vqa_blank.last_scores),
         majority_answer=_floats(majority_vqa(vqa_image.last_items, answers)),
-        answers_with_xray_tags=xray_tags_in([item["prediction"] for item in vqa_image.last_items]),
-        answers=len(vqa_image.last_items),
+        answers_with_xray_tags=xray_tags_in(answered),
+        answers=len(answered),
+        protocol_image=_floats(protocol_scores(protocol_image)),
+        protocol_blank_images=_floats(protocol_scores(protocol_blank)),
+        protocol_majority_answer=_floats(majority_vqa(protocol_image, answers)),
+        protocol_items=protocol_counts(protocol),
     )
     t2i_image = run_chat_test(image_checkpoint, split, "t2i", blank_images=False)
     t2i_blank = run_chat_test(blank_checkpoint, split, "t2i", blank_images=True)

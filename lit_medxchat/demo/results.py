@@ -149,6 +149,11 @@ class VQAEvaluation:
     majority_answer: Scores
     answers_with_xray_tags: int | None = None  # answers holding an <Xray> tag (None: not counted by this run)
     answers: int = 0
+    # The balanced protocol (`lit_medxchat.evaluation.vqa_protocol`); None in records of runs before it existed.
+    protocol_image: Scores | None = None
+    protocol_blank_images: Scores | None = None
+    protocol_majority_answer: Scores | None = None
+    protocol_items: dict[str, int] | None = None  # items per topic ("presence:yes", "location", ...)
 
 
 @dataclass(frozen=True)

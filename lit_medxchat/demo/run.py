@@ -51,6 +51,7 @@ class DemoScale:
     lm_base_steps: int
     chat_steps: int  # optimiser steps of each LLM-LoRA run (image-conditioned and blank-image alike)
     chat_eval_limit: int  # test samples generated per chat task (all when 0)
+    vqa_per_category: int  # the VQA protocol's images per diagnostic category and answer (evaluation.vqa_protocol)
     diffusion_eval_batches: int  # test batches of 16 prompts drawn per control branch (all when 0)
 
 
@@ -66,6 +67,7 @@ SCALES: dict[str, DemoScale] = {
         lm_base_steps=250,
         chat_steps=300,
         chat_eval_limit=160,
+        vqa_per_category=20,
         diffusion_eval_batches=6,
     ),
     "quick": DemoScale(
@@ -79,6 +81,7 @@ SCALES: dict[str, DemoScale] = {
         lm_base_steps=100,
         chat_steps=120,
         chat_eval_limit=32,
+        vqa_per_category=3,
         diffusion_eval_batches=2,
     ),
 }
@@ -314,6 +317,7 @@ class Demo:
             image_checkpoint=self.runner.result("chat", TrainingRun).checkpoint,
             blank_checkpoint=self.runner.result("chat_blank", TrainingRun).checkpoint,
             eval_limit=self.scale.chat_eval_limit,
+            vqa_per_category=self.scale.vqa_per_category,
         )
 
     def chat_examples(self, _: Path) -> ChatExamples:

@@ -73,18 +73,55 @@ def _report_rows(report: ReportEvaluation) -> list[Evidence]:
 
 
 def _vqa_rows(vqa: VQAEvaluation) -> list[Evidence]:
-    rows = []
+    rows = _vqa_protocol_rows(vqa)
     for topic in ("", "/presence", "/location", "/sst"):
         key = f"vqa_acc{topic}"
         if key not in vqa.image:
             continue
-        name = f"VQA accuracy{' (' + topic[1:] + ')' if topic else ' (all)'}"
+        name = f"VQA accuracy{' (' + topic[1:] + ')' if topic else ' (all)'}, random draw (n={_n(vqa.image, key)})"
         rows.append(Evidence("LLM-LoRA VQA", name, _get(vqa.image, key), _get(vqa.majority_answer, key),
                              "majority answer per question type"))
     if vqa.answers_with_xray_tags is not None:
         rows.append(Evidence("LLM-LoRA VQA", f"answers with <Xray> tags (of {vqa.answers})",
                              float(vqa.answers_with_xray_tags), float("nan"), "none allowed",
                              threshold=0.0, lower_is_better=True, needs_baseline=False))
+    return rows
+
+
+def _n(scores: Scores, accuracy_key: str) -> int:
+    """The item count beside an accuracy (`vqa_acc/x` -> `vqa_n/x`); 0 when the scores hold none."""
+    count = _get(scores, accuracy_key.replace("vqa_acc", "vqa_n", 1))
+    return 0 if math.isnan(count) else int(count)
+
+
+# Presence per category with its own goal (the findings the demo's images show best); the rest share the topic's.
+PRESENCE_GOALS: dict[str, float] = {"pleural_effusion": 0.80, "edema": 0.80}
+
+
+def _vqa_protocol_rows(vqa: VQAEvaluation) -> list[Evidence]:
+    """The balanced protocol's rows: presence (chance 0.5) against the blank-image LLM, per-category presence,
+    location and size/severity/type against the majority answer and the blank-image LLM, readable yes/no."""
+    image, blank, majority = vqa.protocol_image, vqa.protocol_blank_images, vqa.protocol_majority_answer
+    if image is None or blank is None or majority is None:
+        return []
+    key = "vqa_acc/presence"
+    name = f"VQA presence, balanced (n={_n(image, key)})"
+    rows = [Evidence("LLM-LoRA VQA", name, _get(image, key), _get(blank, key), BLANK_LLM, margin=0.15,
+                     threshold=0.70)]
+    for category, threshold in PRESENCE_GOALS.items():
+        key = f"presence_vqa_acc/diagnosis/{category}"
+        rows.append(Evidence("LLM-LoRA VQA", f"VQA presence, balanced: {category.replace('_', ' ')} "
+                             f"(n={_n(image, key.removeprefix('presence_'))})", _get(image, key), _get(blank, key),
+                             BLANK_LLM, threshold=threshold))
+    for topic in ("location", "sst"):
+        key = f"vqa_acc/{topic}"
+        name = f"VQA {topic}, protocol (n={_n(image, key)})"
+        rows.append(Evidence("LLM-LoRA VQA", name, _get(image, key), _get(majority, key),
+                             "majority answer per question type"))
+        rows.append(Evidence("LLM-LoRA VQA", name, _get(image, key), _get(blank, key), BLANK_LLM))
+    rows.append(Evidence("LLM-LoRA VQA", "presence answers open with a readable yes or no",
+                         _get(image, "presence_yes_no_rate"), _get(blank, "presence_yes_no_rate"), BLANK_LLM,
+                         threshold=0.95, needs_baseline=False))
     return rows
 
 

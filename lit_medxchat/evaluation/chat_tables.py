@@ -72,25 +72,35 @@ def nlg_table(rows: dict[str, Sequence[str]], references: Sequence[str], meteor:
     })
 
 
-def vqa_tables(rows: dict[str, dict[str, Any]], n: int) -> tuple[Table, Table]:
-    """Tables 3 and 4: VQA accuracy by topic and by diagnostic category (`vqa_accuracy`'s keys per model)."""
+def vqa_tables(rows: dict[str, dict[str, Any]], protocol_items: dict[str, int], per_category: int,
+               random_draw_n: int) -> tuple[Table, Table]:
+    """Tables 3 and 4: VQA accuracy by topic and by diagnostic category (`vqa_accuracy`'s keys per model).
+
+    Rows named "..., random draw" score one question drawn at random per image; the others the protocol's."""
     by_topic, by_diagnosis = [], []
     for model, scores in rows.items():
-        topic, diagnosis = {"model": model, "overall": scores.get("vqa_acc"), "n": scores.get("vqa_n")}, \
-            {"model": model}
+        topic = {"model": model, "overall": scores.get("vqa_acc"), "n": scores.get("vqa_n"),
+                 "presence_yes_no_rate": scores.get("presence_yes_no_rate")}
+        diagnosis = {"model": model}
         for key, value in scores.items():
             measure, _, group = key.partition("/")
-            if not group or measure not in ("vqa_acc", "vqa_n"):
+            if not group or measure not in ("vqa_acc", "vqa_n", "presence_vqa_acc", "presence_vqa_n"):
                 continue
-            suffix = "" if measure == "vqa_acc" else " n"
+            suffix = ("" if measure.endswith("vqa_acc") else " n") + (" (presence)" if measure.startswith("p") else "")
             if group.startswith("diagnosis/"):
                 diagnosis[group.removeprefix("diagnosis/") + suffix] = value
             else:
                 topic[group + suffix] = value
         by_topic.append(topic)
         by_diagnosis.append(diagnosis)
-    notes = {"n": n, "protocol": "every held-out image asked one VQA question drawn from its dialogues (random "
-                                 "draw; the balanced ELIXR protocol is not built yet)",
+    notes = {"n": sum(protocol_items.values()), "items": protocol_items,
+             "protocol": f"ELIXR's, as the paper: per diagnostic category {per_category} images with the finding and "
+                         f"as many without it asked its presence (balanced: chance 0.5), and up to {per_category} "
+                         "asked its location and its size/severity/type, each question with its dialogue's earlier "
+                         "turns as history (lit_medxchat.evaluation.vqa_protocol)",
+             "random draw": f"rows marked 'random draw': every held-out image asked the last question of one dialogue "
+                            f"drawn at random (n={random_draw_n}); most presence items there are 'no'",
+             "presence_yes_no_rate": "share of presence answers that open with a yes or no the scorer reads",
              "matching": "callbacks.scoring.vqa.vqa_accuracy"}
     return (Table("table3_vqa_by_topic", "Table 3: VQA accuracy by question topic", by_topic, notes),
             Table("table4_vqa_by_diagnosis", "Table 4: VQA accuracy by diagnostic category", by_diagnosis, notes))

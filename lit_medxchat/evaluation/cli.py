@@ -1,14 +1,17 @@
 """`lit-medxchat evaluate --run-dir RUN`: the paper's chat tables for a trained chat run, on a held-out split.
 
-Every held-out image is asked for its report (Tables 1 and 2), one VQA question (Tables 3 and 4) and every
-text-to-CXR request of the split is answered (the `<Xray>` request rule), with the run's last complete
-checkpoint; the figures come from the same callbacks and scorers as validation. Baselines: the training split's
-most frequent report, the majority answer per question type and, with `--blank-run`, a run trained and tested
-on blank images. Writes `tables.md`, a CSV per table, `tables.json` and the generated reports as CSVs
-(`reports.csv`, `rexrank/`), and prints the tables.
+Every held-out image is asked for its report (Tables 1 and 2), the VQA protocol's questions (Tables 3 and 4:
+`--vqa-per-category` images per diagnostic category with the finding and as many without, and the location and
+size/severity/type follow-ups; `evaluation.vqa_protocol`), one VQA question drawn at random per image (the
+rows marked "random draw"), and every text-to-CXR request of the split is answered (the `<Xray>` request rule),
+with the run's last complete checkpoint; the figures come from the same callbacks and scorers as validation.
+Baselines: the training split's most frequent report, the majority answer per question type and, with
+`--blank-run`, a run trained and tested on blank images. Writes `tables.md`, a CSV per table, `tables.json` and
+the generated reports as CSVs (`reports.csv`, `rexrank/`), and prints the tables.
 
 Usage: lit-medxchat evaluate --run-dir RUN [--blank-run RUN] [--data-dir SHARDS] [--split test] [--out DIR]
-                             [--limit N] [--uncertain-as 0|1] [--no-meteor] [--no-progress]
+                             [--limit N] [--vqa-per-category N] [--uncertain-as 0|1] [--no-meteor]
+                             [--no-progress]
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("test", "validate"), default="test")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/evaluation)")
     parser.add_argument("--limit", type=int, default=0, help="samples per task for a quick look (0: all)")
+    parser.add_argument("--vqa-per-category", type=int, default=50,
+                        help="VQA protocol: images per diagnostic category and presence answer, and per follow-up "
+                             "topic (8 is the paper's 48-image design; default 50)")
     parser.add_argument("--uncertain-as", type=float, choices=(0.0, 1.0), default=0.0,
                         help="uncertain (-1) labels count as this in clinical efficacy (default 0: negative)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
@@ -95,8 +101,10 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
         ChatTestSplit,
         majority_vqa,
         run_chat_test,
+        run_vqa_protocol,
         train_dialogue_answers,
     )
+    from lit_medxchat.evaluation.vqa_protocol import protocol_counts, protocol_for_split, protocol_scores
 
     runs = {"image LLM": (checkpoint_of(options.run_dir), False)}
     if options.blank_run is not None:
@@ -104,7 +112,8 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
     data_dir = data_dir_of(options.run_dir, options.data_dir, options.split)
     split = ChatTestSplit(Path(data_dir), options.run_dir / "tokenizer", options.limit, options.split)
     progress = not options.no_progress
-    answers = {}
+    protocol = protocol_for_split(data_dir, options.split, options.vqa_per_category)
+    answers, protocol_answers = {}, {}
     for model, (checkpoint, blank) in runs.items():
         answers[model] = {}
         for task in ("report", "vqa", "t2i"):
@@ -118,6 +127,10 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
             skipped = {reason: count for reason, count in found.skipped.items() if count}
             print(f"  {len(found.last_items)} answered" + (f"; skipped: {skipped}" if skipped else ""),
                   file=sys.stderr)
+        print(f"{model}: the VQA protocol's {len(protocol)} questions", file=sys.stderr)
+        protocol_answers[model], protocol_skipped = run_vqa_protocol(checkpoint, split, protocol, blank, progress)
+        if protocol_skipped:
+            print(f"  skipped: {dict(protocol_skipped)}", file=sys.stderr)
     main = answers["image LLM"]
     reports, vqa_answers = train_dialogue_answers(Path(data_dir))
     references = [item["reference"] for item in main["report"].last_items]
@@ -128,16 +141,20 @@ def evaluate_chat_run(options: argparse.Namespace) -> tuple[list[Table], list[di
     report_rows["most frequent training report"] = [frequent] * len(references)
     labeler = default_labeler()
     meteor = not options.no_meteor
-    vqa_rows = {model: dict(found["vqa"].last_scores) for model, found in answers.items()}
-    vqa_rows["majority answer"] = majority_vqa(main["vqa"].last_items, vqa_answers)
+    vqa_rows = {model: protocol_scores(answered) for model, answered in protocol_answers.items()}
+    vqa_rows["majority answer"] = majority_vqa(protocol_answers["image LLM"], vqa_answers)
+    for model, found in answers.items():
+        vqa_rows[f"{model}, random draw"] = dict(found["vqa"].last_scores)
+    vqa_rows["majority answer, random draw"] = majority_vqa(main["vqa"].last_items, vqa_answers)
     request_rows = {model: xray_request_rate(found["t2i"].last_items, labeler) for model, found in answers.items()}
-    stray = {model: xray_tags_in([item["prediction"] for task in ("report", "vqa") for item in found[task].last_items])
+    stray = {model: xray_tags_in([item["prediction"] for task in ("report", "vqa") for item in found[task].last_items]
+                                 + [item["prediction"] for item in protocol_answers[model]])
              for model, found in answers.items()}
     tables = [
         clinical_table(report_rows, references, labeler, int(options.uncertain_as),
                        "lit_medxchat.labeler.label_report"),
         nlg_table(report_rows, references, meteor),
-        *vqa_tables(vqa_rows, len(main["vqa"].last_items)),
+        *vqa_tables(vqa_rows, protocol_counts(protocol), options.vqa_per_category, len(main["vqa"].last_items)),
         request_table(request_rows, stray),
     ]
     return tables, study_rows(main["report"].last_items)

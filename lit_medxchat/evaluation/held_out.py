@@ -156,3 +156,15 @@ def majority_vqa(items: list[dict], answers: dict[tuple, Counter]) -> dict[str, 
         counter = answers.get((item["meta"]["topic"], item["meta"]["diagnosis"])) or overall
         predictions.append(counter.most_common(1)[0][0])
     return vqa_accuracy(predictions, [i["reference"] for i in items], [i["meta"] for i in items])
+
+
+def run_vqa_protocol(checkpoint: str | Path, split: ChatTestSplit, items: list, blank_images: bool,
+                     progress: bool = False) -> tuple[list[dict[str, Any]], Counter]:
+    """The chat run's answers to the VQA protocol's items (`evaluation.vqa_protocol`), and the skips by reason."""
+    from lit_medxchat.evaluation.vqa_protocol import answer_protocol
+    from lit_medxchat.models.llm_lora import MedXChatLoRA
+
+    with quiet_transformers():
+        model = MedXChatLoRA.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    data = chat_test_data(Path(checkpoint).parents[1], split, "vqa", blank_images)
+    return answer_protocol(model, data, split.split, items, progress=progress)

@@ -34,6 +34,7 @@ from lit_medxchat.models.medxchat_options import (
     VisionOptions,
     as_options,
 )
+from lit_medxchat.models.task_losses import log_eval_task_losses, log_train_task_losses, task_loss_metrics
 from lit_medxchat.models.zero3_build import builds_deferred, built_parameter_bytes, partitioning_active
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
         # `configure_model` builds the core from.
         self._core_arguments = chat_hyperparameters(tokenizer, vision, adapter, llm, lora, generation, init_seed)
         self.eval_losses = eval_loss_metrics()
+        self.task_losses = task_loss_metrics()
         self.optim_options = as_options(optim, OptimOptions)
         hparams = dict(self._core_arguments)
         init_seed = hparams.pop("init_seed")
@@ -199,7 +201,11 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
     def forward(self, batch: dict[str, Any], loss_denominator: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy summed over the batch's assistant tokens (labels != -100) over `loss_denominator`
         (default: their number, the batch mean)."""
-        outputs = self.model(
+        return self._outputs(batch, loss_denominator).loss
+
+    def _outputs(self, batch: dict[str, Any], loss_denominator: torch.Tensor | None = None) -> Any:
+        """The core's output on the batch: `.loss` as `forward` says, and `.logits` (B, L, vocab)."""
+        return self.model(
             batch["input_ids"],
             batch["attention_mask"],
             batch.get("pixel_values"),
@@ -207,14 +213,16 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
             labels=batch["labels"],
             loss_denominator=loss_denominator,
         )
-        return outputs.loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         answer_tokens = supervised_tokens(batch["labels"])
         denominator = self._step_denominator(batch)
-        loss = self(batch, denominator)
+        outputs = self._outputs(batch, denominator)
+        loss = outputs.loss
         batch_mean = loss.detach() * (denominator / answer_tokens) if denominator is not None else loss.detach()
         self.log("train/loss", batch_mean, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        if "tasks" in batch:
+            log_train_task_losses(self, outputs.logits, batch["labels"], batch["tasks"])
         return loss
 
     def _step_denominator(self, batch: dict[str, Any]) -> torch.Tensor | None:
@@ -238,8 +246,10 @@ class MedXChatLoRA(TrainableOnlyCheckpoint, pl.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> dict[str, list]:
         if "labels" in batch:
-            loss = self(batch)  # a mean over the batch's answer tokens: weigh it by their number
-            log_eval_loss(self, stage, loss, supervised_tokens(batch["labels"]), prog_bar=False)
+            outputs = self._outputs(batch)  # its loss is a mean over the answer tokens: weigh it by their number
+            log_eval_loss(self, stage, outputs.loss, supervised_tokens(batch["labels"]), prog_bar=False)
+            if "tasks" in batch:
+                log_eval_task_losses(self, stage, outputs.logits, batch["labels"], batch["tasks"])
         if "prompt_input_ids" not in batch:
             return {"predictions": [], "references": [], "tasks": [], "meta": []}
         predictions = self.generate(

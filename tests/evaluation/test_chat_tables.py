@@ -31,10 +31,15 @@ def test_one_report_per_study_prefers_a_frontal_image() -> None:
 
 def test_vqa_tables_split_topics_from_diagnoses_with_their_counts() -> None:
     scores = {"vqa_acc": 0.5, "vqa_n": 4.0, "vqa_acc/presence": 1.0, "vqa_n/presence": 2.0,
-              "vqa_acc/diagnosis/pleural_effusion": 0.0, "vqa_n/diagnosis/pleural_effusion": 1.0}
-    by_topic, by_diagnosis = vqa_tables({"m": scores}, n=4)
-    assert by_topic.rows == [{"model": "m", "overall": 0.5, "n": 4.0, "presence": 1.0, "presence n": 2.0}]
-    assert by_diagnosis.rows == [{"model": "m", "pleural_effusion": 0.0, "pleural_effusion n": 1.0}]
+              "vqa_acc/diagnosis/pleural_effusion": 0.0, "vqa_n/diagnosis/pleural_effusion": 1.0,
+              "presence_vqa_acc/diagnosis/pleural_effusion": 0.5, "presence_vqa_n/diagnosis/pleural_effusion": 2.0,
+              "presence_yes_no_rate": 1.0}
+    by_topic, by_diagnosis = vqa_tables({"m": scores}, {"presence:yes": 1, "presence:no": 1, "sst": 2}, 8, 9)
+    assert by_topic.rows == [{"model": "m", "overall": 0.5, "n": 4.0, "presence_yes_no_rate": 1.0, "presence": 1.0,
+                              "presence n": 2.0}]
+    assert by_diagnosis.rows == [{"model": "m", "pleural_effusion": 0.0, "pleural_effusion n": 1.0,
+                                  "pleural_effusion (presence)": 0.5, "pleural_effusion n (presence)": 2.0}]
+    assert by_topic.notes["n"] == 4 and "8 images" in by_topic.notes["protocol"]
 
 
 def test_files_hold_the_tables_and_rexrank_layout(tmp_path: Path) -> None:

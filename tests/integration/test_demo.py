@@ -71,6 +71,17 @@ def test_llm_reads_the_image(quick_demo: Path) -> None:
     assert real < report["blank_images"]["test_loss"] + 0.05, report
 
 
+def test_chat_runs_log_each_task_s_loss_and_vqa_is_tested_balanced(quick_demo: Path) -> None:
+    """A user sees each task's loss on the progress bar and in the logs (a starved task shows), and the VQA
+    protocol asks as many presence questions on images without the finding as on images with it."""
+    metrics = _results(quick_demo, "chat")["metrics_csv"]
+    for task in ("report", "vqa", "t2i"):
+        assert _logged(metrics, f"train/loss_{task}"), task
+        assert _logged(metrics, f"val/loss_{task}"), task
+    items = _results(quick_demo, "evaluate_chat")["vqa"]["protocol_items"]
+    assert items["presence:yes"] == items["presence:no"] > 0, items
+
+
 def test_cxr_sd_branch_learned(quick_demo: Path) -> None:
     diffusion = _results(quick_demo, "evaluate_diffusion")
     trained, untrained = diffusion["trained"]["scores"]["test_loss"], diffusion["untrained"]["scores"]["test_loss"]
@@ -100,8 +111,8 @@ def test_evaluate_gives_the_demo_evidence_for_the_same_items(quick_demo: Path, t
     runs, out = quick_demo / "runs", tmp_path / "evaluation"
     assert cli_main(["evaluate", "--run-dir", str(runs / "chat"), "--blank-run", str(runs / "chat-blank-images"),
                      "--diffusion-run", str(runs / "diffusion"), "--findings-run", str(runs / "findings-classifier"),
-                     "--view-run", str(runs / "view-classifier"), "--limit", "32", "--out", str(out),
-                     "--no-progress"]) == 0
+                     "--view-run", str(runs / "view-classifier"), "--limit", "32", "--vqa-per-category", "3",
+                     "--out", str(out), "--no-progress"]) == 0
     tables = json.loads((out / "tables.json").read_text())
     evidence = _results(quick_demo, "evaluate_chat")
 
@@ -115,11 +126,18 @@ def test_evaluate_gives_the_demo_evidence_for_the_same_items(quick_demo: Path, t
         assert row("table1_clinical_efficacy", model)["ce_f1_micro"] == pytest.approx(report[key]["ce_f1_micro"])
         assert row("table2_nlg", model, references="with view sentence")["bleu_4"] == \
             pytest.approx(report[key]["bleu_4"])
-        assert row("table3_vqa_by_topic", model)["overall"] == pytest.approx(vqa[key]["vqa_acc"])
+        assert row("table3_vqa_by_topic", f"{model}, random draw")["overall"] == pytest.approx(vqa[key]["vqa_acc"])
+        protocol = vqa["protocol_" + key]
+        assert row("table3_vqa_by_topic", model)["overall"] == pytest.approx(protocol["vqa_acc"])
+        assert row("table3_vqa_by_topic", model)["presence"] == pytest.approx(protocol["vqa_acc/presence"])
         assert row("xray_requests", model)["request_rate"] == pytest.approx(t2i[key]["request_rate"], nan_ok=True)
     assert row("table1_clinical_efficacy", "most frequent training report")["ce_f1_micro"] == \
         pytest.approx(report["most_frequent_report"]["ce_f1_micro"])
-    assert row("table3_vqa_by_topic", "majority answer")["overall"] == pytest.approx(vqa["majority_answer"]["vqa_acc"])
+    assert row("table3_vqa_by_topic", "majority answer, random draw")["overall"] == \
+        pytest.approx(vqa["majority_answer"]["vqa_acc"])
+    assert row("table3_vqa_by_topic", "majority answer")["overall"] == \
+        pytest.approx(vqa["protocol_majority_answer"]["vqa_acc"])
+    assert tables["table3_vqa_by_topic"]["notes"]["items"] == vqa["protocol_items"]
     assert tables["table1_clinical_efficacy"]["notes"]["n"] == report["image"]["report_n"]
     diffusion = _results(quick_demo, "evaluate_diffusion")
     for model, branch in (("CXR-SD (trained control branch)", "trained"), ("frozen base (untrained branch)",

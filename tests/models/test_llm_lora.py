@@ -250,3 +250,31 @@ def test_parts_loaded_partitioned_are_the_pretrained_ones():
     assert MedXChatLoRA.parts_loaded_partitioned({"vision": {"name_or_path": "v"}, "llm": {"name_or_path": "l"}}) \
         == {"vision_tower", "llm"}
     assert MedXChatLoRA.parts_loaded_partitioned({}) == set()
+
+
+def test_per_task_losses_recombine_into_the_batch_loss_and_are_logged(tokenizer_dir):
+    """The per-task figures a user reads on the progress bar are the optimised loss split by task: their
+    token-weighted mean is the batch loss, and each equals the loss of that task's rows alone."""
+    from lit_medxchat.models.task_losses import token_loss_by_task
+
+    model = make_model(tokenizer_dir).eval()
+    batch = chat_batch(model.tokenizer)
+    with torch.no_grad():
+        outputs = model._outputs(batch)
+        by_task = token_loss_by_task(outputs.logits, batch["labels"], batch["tasks"])
+        assert set(by_task) == {"report", "vqa", "t2i"}
+        total = sum(float(s) for s, _ in by_task.values())
+        count = sum(int(c) for _, c in by_task.values())
+        assert count == int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        assert total / count == pytest.approx(float(outputs.loss), rel=1e-5)
+        alone = {k: v[1:2] if torch.is_tensor(v) and len(v) == 3 else v for k, v in batch.items()}
+        alone_loss = model._outputs({**alone, "image_mask": batch["image_mask"][1:2]}).loss
+        vqa_sum, vqa_count = by_task["vqa"]
+        assert float(vqa_sum / vqa_count) == pytest.approx(float(alone_loss), rel=1e-4)
+
+    train_keys = {k: batch[k] for k in ("input_ids", "attention_mask", "labels", "pixel_values", "image_mask",
+                                        "tasks")}
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tokenizer_dir))
+    trainer.fit(model.train(), torch.utils.data.DataLoader([train_keys] * 2, batch_size=None))
+    assert {"train/loss_report", "train/loss_vqa", "train/loss_t2i"} <= set(trainer.progress_bar_metrics)
