@@ -49,6 +49,10 @@ class DemoScale:
     sd_base_vae_steps: int
     sd_steps: int
     lm_base_steps: int
+    # Weight of text-to-CXR dialogues in the LLM base's pretraining (reports and VQA weigh 1). Copying the requested
+    # view from the request into the <Xray> prompt appears abruptly, after ~10k such dialogues (docs/architecture.md,
+    # "Text-to-CXR: ..."); the full demo's base sees them at 3 for 700 steps, the quick one cannot afford it.
+    lm_base_t2i_weight: float
     chat_steps: int  # optimiser steps of each LLM-LoRA run (image-conditioned and blank-image alike)
     chat_eval_limit: int  # test samples generated per chat task (all when 0)
     vqa_per_category: int  # the VQA protocol's images per diagnostic category and answer (evaluation.vqa_protocol)
@@ -64,7 +68,8 @@ SCALES: dict[str, DemoScale] = {
         sd_base_steps=200,
         sd_base_vae_steps=80,
         sd_steps=150,
-        lm_base_steps=250,
+        lm_base_steps=700,
+        lm_base_t2i_weight=3.0,
         chat_steps=300,
         chat_eval_limit=160,
         vqa_per_category=20,
@@ -79,6 +84,7 @@ SCALES: dict[str, DemoScale] = {
         sd_base_vae_steps=20,
         sd_steps=20,
         lm_base_steps=100,
+        lm_base_t2i_weight=1.0,
         chat_steps=120,
         chat_eval_limit=32,
         vqa_per_category=3,
@@ -275,7 +281,9 @@ class Demo:
 
         run = self.runs / "lm-base"
         tokenizer = self.runner.result("tokenizer", TokenizerResult).path
+        weights = {"report": 1.0, "vqa": 1.0, "t2i": self.scale.lm_base_t2i_weight}
         overrides = ["--trainer.max_steps", str(self.scale.lm_base_steps),
+                     "--data.init_args.task_weights", json.dumps(weights),
                      "--model.init_args.tokenizer", tokenizer, "--data.init_args.tokenizer_path", tokenizer]
         checkpoint = _fit("demo/lm_base", run, self.shards, overrides)
         folder = LMBasePretraining.load_from_checkpoint(checkpoint, map_location="cpu").export_llm_folder(run / "llm")

@@ -77,6 +77,7 @@ def test_chat_runs_log_each_task_s_loss_and_vqa_is_tested_balanced(quick_demo: P
     metrics = _results(quick_demo, "chat")["metrics_csv"]
     for task in ("report", "vqa", "t2i"):
         assert _logged(metrics, f"train/loss_{task}"), task
+    for task in ("report", "vqa"):  # the quick run validates on 2 batches, which need not hold a text-to-CXR request
         assert _logged(metrics, f"val/loss_{task}"), task
     items = _results(quick_demo, "evaluate_chat")["vqa"]["protocol_items"]
     assert items["presence:yes"] == items["presence:no"] > 0, items
