@@ -63,10 +63,15 @@ def task_loss_metrics() -> nn.ModuleDict:
 
 def log_eval_task_losses(module: pl.LightningModule, stage: str, logits: torch.Tensor, labels: torch.Tensor,
                          tasks: Sequence[str]) -> None:
-    """Add this batch to `module.task_losses[stage]` and log `<stage>/loss_<task>` for the tasks it holds."""
+    """Add this batch to `module.task_losses[stage]` and log `<stage>/loss_<task>` for every task.
+
+    Every task is updated and logged on every batch, with weight 0 where the batch has none of it: under DDP each
+    rank must log the same metrics, or the epoch-end reduction of a task one rank never saw waits forever for that
+    rank. A task no rank saw reads NaN (0 / 0)."""
     metrics = module.task_losses[stage]
-    for task, (total, count) in token_loss_by_task(logits, labels, tasks).items():
-        if task not in metrics or count == 0:
-            continue
-        metrics[task].update(total / count, weight=count.float())
-        module.log(f"{stage}/loss_{task}", metrics[task])
+    found = token_loss_by_task(logits, labels, tasks)
+    for task, metric in metrics.items():
+        total, count = found.get(task, (logits.new_zeros(()), logits.new_zeros((), dtype=torch.long)))
+        weight = count.float()
+        metric.update(total / weight.clamp(min=1.0), weight=weight)
+        module.log(f"{stage}/loss_{task}", metric)

@@ -278,3 +278,12 @@ def test_per_task_losses_recombine_into_the_batch_loss_and_are_logged(tokenizer_
                          enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(tokenizer_dir))
     trainer.fit(model.train(), torch.utils.data.DataLoader([train_keys] * 2, batch_size=None))
     assert {"train/loss_report", "train/loss_vqa", "train/loss_t2i"} <= set(trainer.progress_bar_metrics)
+
+    # Validation logs every task on every batch (ranks must log the same metrics): one absent everywhere is NaN.
+    two_tasks = {**train_keys, **{k: v[:2] for k, v in train_keys.items()}}
+    trainer.validate(model, torch.utils.data.DataLoader([two_tasks], batch_size=None), verbose=False)
+    logged = trainer.callback_metrics
+    with torch.no_grad():
+        now = token_loss_by_task(model.eval()._outputs(two_tasks).logits, two_tasks["labels"], two_tasks["tasks"])
+    assert float(logged["val/loss_vqa"]) == pytest.approx(float(now["vqa"][0] / now["vqa"][1]), rel=1e-4)
+    assert torch.isnan(logged["val/loss_t2i"])
