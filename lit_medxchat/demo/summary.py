@@ -89,7 +89,8 @@ def _vqa_rows(vqa: VQAEvaluation) -> list[Evidence]:
 
 
 def _n(scores: Scores, accuracy_key: str) -> int:
-    """The item count beside an accuracy (`vqa_acc/x` -> `vqa_n/x`); 0 when the scores hold none."""
+    """The item count beside an accuracy (`vqa_acc/x` -> `vqa_n/x`, `presence_vqa_acc/x` -> `presence_vqa_n/x`);
+    0 when the scores hold none."""
     count = _get(scores, accuracy_key.replace("vqa_acc", "vqa_n", 1))
     return 0 if math.isnan(count) else int(count)
 
@@ -111,8 +112,8 @@ def _vqa_protocol_rows(vqa: VQAEvaluation) -> list[Evidence]:
     for category, threshold in PRESENCE_GOALS.items():
         key = f"presence_vqa_acc/diagnosis/{category}"
         rows.append(Evidence("LLM-LoRA VQA", f"VQA presence, balanced: {category.replace('_', ' ')} "
-                             f"(n={_n(image, key.removeprefix('presence_'))})", _get(image, key), _get(blank, key),
-                             BLANK_LLM, threshold=threshold))
+                             f"(n={_n(image, key)})", _get(image, key), _get(blank, key), BLANK_LLM,
+                             threshold=threshold))
     for topic in ("location", "sst"):
         key = f"vqa_acc/{topic}"
         name = f"VQA {topic}, protocol (n={_n(image, key)})"

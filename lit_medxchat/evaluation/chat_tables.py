@@ -86,7 +86,8 @@ def vqa_tables(rows: dict[str, dict[str, Any]], protocol_items: dict[str, int], 
             measure, _, group = key.partition("/")
             if not group or measure not in ("vqa_acc", "vqa_n", "presence_vqa_acc", "presence_vqa_n"):
                 continue
-            suffix = ("" if measure.endswith("vqa_acc") else " n") + (" (presence)" if measure.startswith("p") else "")
+            suffix = ("" if measure.endswith("vqa_acc") else " n") + \
+                (" (presence)" if measure.startswith("presence_") else "")
             if group.startswith("diagnosis/"):
                 diagnosis[group.removeprefix("diagnosis/") + suffix] = value
             else:

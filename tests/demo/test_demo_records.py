@@ -212,3 +212,26 @@ def test_a_finished_demo_renders_its_report_from_the_markers_alone(
     assert "Built-in dataset: 10 studies, 20 images (phantom); shards: train 14, validate 3, test 3." in html
     evidence = json.loads((tmp_path / "evidence.json").read_text())
     assert {row["model"] for row in evidence["rows"]} >= {"view classifier", "LLM-LoRA VQA", "CXR-SD"}
+
+
+def test_vqa_protocol_rows_state_each_figure_s_own_n(tmp_path: Path) -> None:
+    """Per-category presence rows count only that category's presence questions, not its follow-ups too."""
+    old = old_layout_results(tmp_path)
+    scores = {"vqa_acc/presence": 0.75, "vqa_n/presence": 240.0, "vqa_acc/location": 0.6, "vqa_n/location": 93.0,
+              "vqa_acc/sst": 0.3, "vqa_n/sst": 100.0, "vqa_n/diagnosis/edema": 73.0,
+              "presence_vqa_acc/diagnosis/edema": 0.9, "presence_vqa_n/diagnosis/edema": 40.0,
+              "presence_vqa_acc/diagnosis/pleural_effusion": 0.85, "presence_vqa_n/diagnosis/pleural_effusion": 40.0,
+              "presence_yes_no_rate": 1.0}
+    old["evaluate_chat"]["vqa"].update(protocol_image=scores, protocol_blank_images={"vqa_acc/presence": 0.5},
+                                       protocol_majority_answer={"vqa_acc/location": 0.4},
+                                       protocol_items={"presence:yes": 120, "presence:no": 120})
+    rows = evidence_rows(
+        from_json(ClassifierEvaluation, old["evaluate_classifiers"]),
+        from_json(ChatEvaluation, old["evaluate_chat"]),
+        from_json(DiffusionEvaluation, old["evaluate_diffusion"]),
+    )
+    metrics = {r.metric: r for r in rows if r.model == "LLM-LoRA VQA"}
+    assert metrics["VQA presence, balanced (n=240)"].meets_goal  # 0.75 >= 0.70 and >= 0.5 + 0.15
+    assert metrics["VQA presence, balanced: edema (n=40)"].value == 0.9
+    assert "VQA presence, balanced: pleural effusion (n=40)" in metrics
+    assert "VQA location, protocol (n=93)" in metrics
