@@ -10,7 +10,8 @@ from lit_medxchat.demo.results import ChatExamples, ChatTurn
 
 
 def _held_out_image(data_dir: Path, figures: Path) -> tuple[Path, dict[str, Any], str]:
-    """A frontal test image with a finding (the most informative example), its metadata and report.
+    """The first frontal test image with a finding its labels hold as present (not only uncertain ones), so the
+    presence question asks about something the image shows; its metadata and report.
 
     The image is copied into `figures`, where the report links it from.
     """
@@ -19,7 +20,7 @@ def _held_out_image(data_dir: Path, figures: Path) -> tuple[Path, dict[str, Any]
     chosen = None
     for sample in iter_samples(data_dir, "test"):
         meta = sample.json("json")
-        informative = meta["view"] in ("PA", "AP") and meta["labels"].get("No Finding") != 1.0
+        informative = meta["view"] in ("PA", "AP") and _positive_findings(meta)
         if chosen is None or informative:
             chosen = (sample.member("jpg"), meta, sample.text("txt"))
         if informative:
@@ -31,8 +32,12 @@ def _held_out_image(data_dir: Path, figures: Path) -> tuple[Path, dict[str, Any]
     return path, meta, report
 
 
+def _positive_findings(meta: dict[str, Any]) -> list[str]:
+    return [name for name in CHEXPERT_LABELS if meta["labels"].get(name) == 1.0 and name != "No Finding"]
+
+
 def _named_finding(meta: dict[str, Any]) -> str:
-    positives = [name for name in CHEXPERT_LABELS if meta["labels"].get(name) == 1.0 and name != "No Finding"]
+    positives = _positive_findings(meta)
     return positives[0].lower() if positives else "pleural effusion"
 
 

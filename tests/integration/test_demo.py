@@ -38,6 +38,14 @@ def test_every_stage_ran_and_the_report_holds_the_evidence(quick_demo: Path) -> 
         assert (quick_demo / "figures" / figure).stat().st_size > 1000
     transcript = _results(quick_demo, "chat_examples")["transcript"]
     assert [t["role"] for t in transcript][:2] == ["user", "assistant"] and len(transcript) == 8
+    # The presence question asks about a finding the pictured image's labels hold as present.
+    from datamodules.streaming import iter_samples
+
+    examples = _results(quick_demo, "chat_examples")
+    shown = Path(transcript[0]["image"]).stem.removeprefix("chat-input-")
+    (labels,) = [s.json("json")["labels"] for s in iter_samples(quick_demo / "data" / "shards", "test")
+                 if s.json("json")["dicom_id"] == shown]
+    assert labels[examples["finding"].title()] == 1.0, (examples["finding"], labels)
 
 
 def test_view_classifier_beats_the_majority_class(quick_demo: Path) -> None:
